@@ -108,9 +108,12 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str],
         data_name = dest.name + ".data"
         with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as scratch:
             scratch_model = Path(scratch) / dest.name
-            onnx.save_model(model, scratch_model, save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_name)
-            os.replace(Path(scratch) / data_name, dest.parent / data_name)
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # saving with external data rewrites the proto: keep the caller's
+            onnx.save_model(copy, scratch_model, save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=data_name, size_threshold=0)
+            if (Path(scratch) / data_name).exists():
+                os.replace(Path(scratch) / data_name, dest.parent / data_name)
             os.replace(scratch_model, dest)
         return dest
     size = model.ByteSize()

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, RunnerError
+from ..log import progress
 from ..onnx_io import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,23 @@ class Runner(abc.ABC):
 
     backend: str = "abstract"
     thread_safe: bool = False
+    #: Worker threads of the pool behind ``infer_async``/``infer_aio`` (set before first use).
+    max_async_workers: int = 4
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
         self._active = False
+        # Two locks on purpose: ``_lock`` serialises infer_impl of runners that are not
+        # thread-safe; ``_pool_lock`` guards the lazily created executor. Sharing one lock
+        # would make infer_async block until a running inference finishes.
         self._lock = threading.Lock()
+        self._pool_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.last_inference_time_s: float | None = None
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "inactive"
+        return f"<{type(self).__name__} '{self.name}' backend={self.backend} {state}>"
 
     # ---- life cycle -------------------------------------------------------------
     @property
@@ -62,9 +73,11 @@ class Runner(abc.ABC):
         if not self._active:
             return
         try:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
+            with self._pool_lock:
+                executor, self._executor = self._executor, None
+            if executor is not None:
+                # Let submitted inferences finish before their resources go away.
+                executor.shutdown(wait=True)
             self.deactivate_impl()
         finally:
             self._active = False
@@ -104,7 +117,13 @@ class Runner(abc.ABC):
 
     # ---- inference --------------------------------------------------------------
     def validate_inputs(self, feed: Feed) -> dict[str, np.ndarray]:
-        """Check names, dtypes and shapes; return the feed as contiguous arrays."""
+        """Check names, dtypes and shapes; return the feed as C-contiguous arrays.
+
+        Guarantees on return: exactly the model's input names, each array with the
+        model's dtype, the model's rank, every fixed dimension equal to the model's,
+        and every symbolic dimension (e.g. ``batch``) the same size in all inputs
+        that share it. Raises :class:`InvalidInputError` naming the input and the fix.
+        """
         if not isinstance(feed, Mapping):
             raise InvalidInputError(f"Inputs must be a mapping of name -> array, got {type(feed).__name__}.")
         specs = {s.name: s for s in self.input_specs()}
@@ -118,10 +137,18 @@ class Runner(abc.ABC):
                 + (f"missing {missing}; " if missing else "")
                 + f"the model expects {expected}.")
         out: dict[str, np.ndarray] = {}
+        symbols: dict[str, tuple[int, str]] = {}  # dim_param -> (size, first input that fixed it)
         for name, spec in specs.items():
             arr = feed[name]
             if not isinstance(arr, np.ndarray):
-                arr = np.asarray(arr)
+                try:
+                    arr = np.asarray(arr)
+                except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+                    raise InvalidInputError(f"Input '{name}' cannot be converted to an array ({exc}); "
+                                            f"pass a numpy array: {spec.describe()}.") from exc
+            if arr.dtype == object:
+                raise InvalidInputError(f"Input '{name}' is an object array (ragged or mixed values); "
+                                        f"pass a numeric numpy array: {spec.describe()}.")
             if arr.dtype != spec.dtype:
                 raise InvalidInputError(
                     f"Input '{name}' has dtype {arr.dtype} but the model expects {spec.dtype}: "
@@ -136,6 +163,13 @@ class Runner(abc.ABC):
                         raise InvalidInputError(
                             f"Input '{name}' has size {got} on axis {axis} but the model requires "
                             f"{want}: {spec.describe()} (got shape {arr.shape}).")
+                    if isinstance(want, str) and want:
+                        seen = symbols.setdefault(want, (got, name))
+                        if seen[0] != got:
+                            raise InvalidInputError(
+                                f"Dimension '{want}' is {seen[0]} in input '{seen[1]}' but {got} in "
+                                f"input '{name}' (axis {axis}); inputs sharing a named dimension must "
+                                "agree on its size.")
             out[name] = np.ascontiguousarray(arr)
         return out
 
@@ -153,32 +187,58 @@ class Runner(abc.ABC):
         return outputs
 
     # ---- concurrency ------------------------------------------------------------
-    def _pool(self, max_workers: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
-        with self._lock:
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._pool_lock:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=max_workers or 4, thread_name_prefix=f"{self.name}-infer")
+                    max_workers=max(1, int(self.max_async_workers)),
+                    thread_name_prefix=f"{self.name}-infer")
             return self._executor
 
-    def infer_async(self, feed: Feed) -> concurrent.futures.Future[dict[str, np.ndarray]]:
-        """Submit one inference to the runner's thread pool; returns a Future."""
+    def infer_async(self, feed: Feed, check_inputs: bool = True
+                    ) -> concurrent.futures.Future[dict[str, np.ndarray]]:
+        """Submit one inference to the runner's thread pool; returns a Future.
+
+        Inputs are validated before submission, so a wrong feed raises here and
+        not later from ``future.result()``. At most ``max_async_workers``
+        inferences run at once; ``deactivate`` waits for submitted ones.
+        """
         self._check_active()
-        return self._pool().submit(self.infer, feed)
+        if check_inputs:
+            feed = self.validate_inputs(feed)
+        return self._pool().submit(self.infer, feed, False)
 
-    async def infer_aio(self, feed: Feed) -> dict[str, np.ndarray]:
+    async def infer_aio(self, feed: Feed, check_inputs: bool = True) -> dict[str, np.ndarray]:
         """``await runner.infer_aio(feed)`` from asyncio code without blocking the loop."""
-        return await asyncio.wrap_future(self.infer_async(feed))
+        return await asyncio.wrap_future(self.infer_async(feed, check_inputs))
 
-    def infer_batch(self, feeds: Sequence[Feed], num_threads: int = 1) -> list[dict[str, np.ndarray]]:
-        """Run many feeds, ``num_threads`` at a time; results keep the input order."""
+    def infer_batch(self, feeds: Sequence[Feed], num_threads: int = 1,
+                    show_progress: bool = False) -> list[dict[str, np.ndarray]]:
+        """Run many feeds, ``num_threads`` at a time; results keep the input order.
+
+        Every feed is validated first, so a bad feed fails before any work runs.
+        With ``num_threads > 1`` the feeds run concurrently (truly in parallel for
+        thread-safe runners, which release the GIL in native code); the first
+        failure is raised after the running ones finish.
+        """
         self._check_active()
         if num_threads < 1:
             raise InvalidInputError(f"num_threads must be >= 1, got {num_threads}.")
-        if num_threads == 1:
-            return [self.infer(f) for f in feeds]
+        checked = []
+        for i, f in enumerate(feeds):
+            try:
+                checked.append(self.validate_inputs(f))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"Feed #{i} of the batch: {exc}") from exc
+        if num_threads == 1 or len(checked) <= 1:
+            return [self.infer(f, check_inputs=False)
+                    for f in progress(checked, len(checked), f"{self.name}: inference",
+                                      enabled=show_progress)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=num_threads,
                                                    thread_name_prefix=f"{self.name}-batch") as pool:
-            return list(pool.map(self.infer, feeds))
+            futures = [pool.submit(self.infer, f, False) for f in checked]
+            return [fut.result() for fut in progress(futures, len(futures), f"{self.name}: inference",
+                                                     enabled=show_progress)]
 
     # ---- backend hooks ----------------------------------------------------------
     @abc.abstractmethod
@@ -198,4 +258,4 @@ class Runner(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """Backend details recorded in benchmark JSON (override to add more)."""
-        return {"backend": self.backend, "runner": self.name}
+        return {"backend": self.backend, "runner": self.name, "thread_safe": self.thread_safe}

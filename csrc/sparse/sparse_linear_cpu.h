@@ -1,0 +1,68 @@
+// CPU implementation of SparseLinear: Y = X @ W^T + b with a constant sparse W.
+//
+// A plain C ABI (no C++ types, no Python API) so that the same shared library
+// is loadable by ctypes, by an ONNX Runtime custom op host and by the tests
+// that compare it with the CUDA kernels.
+//
+// Layouts (all row-major, all arrays contiguous):
+//   x      [M, K]                       activations, M = batch (any M >= 0)
+//   y      [M, N]                       output, fully written by every call
+//   W      [N, K]                       logical weight (out_features x in_features,
+//                                       the layout of torch.nn.Linear.weight)
+//   CSR    row_ptr [N + 1], col_idx [nnz], values [nnz]
+//   BSR    block_row_ptr [ceil(N/br) + 1], block_col_idx [nnzb],
+//          values [nnzb, br, bc] (row-major inside a block). Blocks that
+//          overhang N or K (when N % br or K % bc != 0) hold zeros there.
+//   bias   [N] or NULL
+// FP16 variants take IEEE binary16 bit patterns (uint16_t) and accumulate in FP32.
+#ifndef TRT_EDGE_SPARSE_LINEAR_CPU_H
+#define TRT_EDGE_SPARSE_LINEAR_CPU_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Status codes (0 = success). Errors are user errors: the arguments are checked
+// before any memory is touched, so a bad call never corrupts `y`'s neighbours.
+#define TES_OK 0
+#define TES_ERR_NULL_POINTER 1
+#define TES_ERR_BAD_SHAPE 2
+#define TES_ERR_BAD_INDEX 3
+#define TES_ERR_OUT_OF_MEMORY 4
+#define TES_ERR_INTERNAL 5
+
+// `num_threads` <= 0 uses the library default (OpenMP's, or 1 without OpenMP).
+// `check_indices` != 0 validates row_ptr/col_idx first (O(nnz)); pass 0 for
+// arrays produced by trt_edge.sparse.formats, which are validated once.
+int tes_linear_csr_f32(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
+                       const int32_t* col_idx, const float* values, const float* bias,
+                       const float* x, float* y, int num_threads, int check_indices);
+int tes_linear_csr_f16(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
+                       const int32_t* col_idx, const uint16_t* values, const uint16_t* bias,
+                       const uint16_t* x, uint16_t* y, int num_threads, int check_indices);
+int tes_linear_bsr_f32(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
+                       const int32_t* block_row_ptr, const int32_t* block_col_idx,
+                       const float* values, const float* bias, const float* x, float* y,
+                       int num_threads, int check_indices);
+int tes_linear_bsr_f16(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
+                       const int32_t* block_row_ptr, const int32_t* block_col_idx,
+                       const uint16_t* values, const uint16_t* bias, const uint16_t* x,
+                       uint16_t* y, int num_threads, int check_indices);
+
+// Human-readable description of a status code (static storage).
+const char* tes_status_string(int status);
+// Build facts: compiler, OpenMP on/off, SIMD targets (static storage).
+const char* tes_build_info(void);
+// Threads a call with num_threads <= 0 uses.
+int tes_default_threads(void);
+// ABI version of this header; the Python loader refuses a mismatch.
+int tes_abi_version(void);
+#define TES_ABI_VERSION 1
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // TRT_EDGE_SPARSE_LINEAR_CPU_H

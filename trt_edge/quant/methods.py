@@ -1,0 +1,285 @@
+"""Calibration maths in pure NumPy: streaming |x| histograms and range selection.
+
+Everything here is independent of ONNX and of any runtime, so it is tested on
+synthetic distributions whose answer is known.
+
+Conventions (TensorRT's, see docs TENSORRT.md): INT8 is symmetric with zero
+point 0; a tensor's range is its ``amax`` (the clipping threshold of |x|) and
+its scale is ``amax / 127``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ..errors import CalibrationError, InvalidInputError
+
+INT8_MAX = 127
+METHODS = ("entropy", "percentile", "max", "mse")
+# Smallest scale we ever emit: a constant-zero tensor still needs a positive scale
+# (ONNX QuantizeLinear and TensorRT both reject 0).
+MIN_AMAX = 1e-8
+
+
+@dataclasses.dataclass
+class AbsHistogram:
+    """A streaming histogram of |x| with uniform bins starting at 0.
+
+    Guarantees, whatever order the batches come in:
+    - memory is O(``2 * num_bins``), never O(samples);
+    - bins stay uniform; the last bin contains the largest |x| seen;
+    - the bin count stays in ``[num_bins, 2 * num_bins)`` once data is seen: when a
+      batch exceeds the covered range, bins are appended at the same width, and
+      when there are too many, adjacent pairs are merged (exact: counts move, no
+      value is re-binned approximately).
+    ``amax`` is the exact largest |x| seen (NaN/inf are counted and ignored).
+    """
+
+    num_bins: int = 2048
+    counts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    bin_width: float = 0.0
+    amax: float = 0.0
+    total: int = 0
+    nonfinite: int = 0
+    zeros_before_range: int = 0  # all-zero batches seen before any non-zero value
+
+    def __post_init__(self) -> None:
+        if self.num_bins < 2 * 128:
+            raise InvalidInputError(f"num_bins must be >= 256 for INT8 calibration, got {self.num_bins}.")
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.arange(self.counts.size + 1, dtype=np.float64) * self.bin_width
+
+    def update(self, x: np.ndarray) -> None:
+        """Add the absolute values of ``x`` (any shape, float) to the histogram."""
+        a = np.abs(np.asarray(x, dtype=np.float32).ravel())
+        if a.size == 0:
+            return
+        finite = np.isfinite(a)
+        if not finite.all():
+            self.nonfinite += int(a.size - np.count_nonzero(finite))
+            a = a[finite]
+            if a.size == 0:
+                return
+        batch_max = float(a.max())
+        if self.bin_width == 0.0:
+            if batch_max == 0.0:
+                # All zeros so far: count them, decide the width when data arrives.
+                self.total += a.size
+                self.zeros_before_range += a.size
+                return
+            self.bin_width = batch_max / self.num_bins
+            self.counts = np.zeros(self.num_bins, np.int64)
+            self.counts[0] += self.zeros_before_range
+        self._grow_to(batch_max)
+        idx = (a * np.float32(1.0 / self.bin_width)).astype(np.int64)
+        np.minimum(idx, self.counts.size - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=self.counts.size)
+        self.total += a.size
+        self.amax = max(self.amax, batch_max)
+
+    def _grow_to(self, value: float) -> None:
+        needed = int(math.floor(value / self.bin_width)) + 1
+        if needed <= self.counts.size:
+            return
+        while needed >= 2 * self.num_bins:
+            # Merge neighbour pairs: width doubles, bin count halves (pad to even).
+            c = self.counts
+            if c.size % 2:
+                c = np.append(c, 0)
+            self.counts = c.reshape(-1, 2).sum(axis=1)
+            self.bin_width *= 2.0
+            needed = int(math.floor(value / self.bin_width)) + 1
+        if needed > self.counts.size:
+            self.counts = np.concatenate([self.counts, np.zeros(needed - self.counts.size, np.int64)])
+
+    def merge(self, other: "AbsHistogram") -> None:
+        """Add another histogram's counts (used to combine workers)."""
+        if other.bin_width == 0.0:
+            self.total += other.total
+            return
+        # Re-add other's counts at its bin centres: exact when widths agree.
+        centres = (np.arange(other.counts.size) + 0.5) * other.bin_width
+        if self.bin_width == 0.0:
+            self.bin_width = other.bin_width
+            self.counts = np.zeros(max(other.counts.size, self.num_bins), np.int64)
+        self._grow_to(other.amax)
+        idx = np.minimum((centres / self.bin_width).astype(np.int64), self.counts.size - 1)
+        np.add.at(self.counts, idx, other.counts)
+        self.total += other.total
+        self.amax = max(self.amax, other.amax)
+
+
+# --------------------------------------------------------------------------- methods
+
+def max_amax(hist: AbsHistogram) -> float:
+    """The largest |x| seen: no clipping at all."""
+    return max(hist.amax, MIN_AMAX)
+
+
+def percentile_amax(hist: AbsHistogram, percentile: float = 99.99) -> float:
+    """Smallest bin edge below which ``percentile`` % of |x| lies (never above amax)."""
+    if not 0.0 < percentile <= 100.0:
+        raise InvalidInputError(f"percentile must be in (0, 100], got {percentile}.")
+    if hist.counts.size == 0:
+        return MIN_AMAX
+    cdf = np.cumsum(hist.counts) / max(hist.counts.sum(), 1)
+    idx = int(np.searchsorted(cdf, percentile / 100.0, side="left"))
+    idx = min(idx, hist.counts.size - 1)
+    return float(max(min((idx + 1) * hist.bin_width, hist.amax), MIN_AMAX))
+
+
+def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128,
+                     start_bin: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """KL divergence of every candidate threshold, TensorRT EntropyCalibration2 style.
+
+    For each candidate ``i`` (threshold = right edge of bin ``i - 1``):
+    P = counts[:i] with every count above the threshold added to the last bin;
+    Q = counts[:i] merged into ``num_quant_bins`` levels of ``i // num_quant_bins``
+    bins (the remainder joins the last level), each level's count spread evenly
+    over the bins where P is non-zero. Returns ``(candidates, kl)``; ``kl`` is
+    ``inf`` where Q is zero somewhere P is not.
+
+    Vectorised: KL(P||Q) = sum P log P - sum_levels P_level log(Q_level / n_level),
+    every term read off cumulative sums, so all candidates cost O(candidates x levels).
+    """
+    h = np.asarray(counts, dtype=np.float64)
+    nb = h.size
+    start = num_quant_bins if start_bin is None else start_bin
+    if nb < start:
+        raise CalibrationError(f"Histogram has {nb} bins, fewer than the {start} quantized levels.")
+    cand = np.arange(start, nb + 1)                       # slice lengths i
+    total = h.sum()
+    if total <= 0:
+        return cand, np.zeros(cand.size)
+    csum = np.concatenate([[0.0], np.cumsum(h)])
+    nz = (h > 0).astype(np.float64)
+    cnz = np.concatenate([[0.0], np.cumsum(nz)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hlogh = np.where(h > 0, h * np.log(np.where(h > 0, h, 1.0)), 0.0)
+    chlogh = np.concatenate([[0.0], np.cumsum(hlogh)])
+
+    outliers = total - csum[cand]                          # counts above the threshold
+    last = h[cand - 1]
+    p_last = last + outliers
+    # sum over k < i of P_k log P_k (unnormalised), P differs from h only at i-1.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = (chlogh[cand - 1]
+                 + np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0))
+
+    m = cand // num_quant_bins                             # bins per level
+    j = np.arange(num_quant_bins + 1)
+    bounds = m[:, None] * j[None, :]
+    bounds[:, -1] = cand                                   # the remainder joins the last level
+    q_level = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]   # clipped counts per level
+    n_level = cnz[bounds[:, 1:]] - cnz[bounds[:, :-1]]     # non-zero P bins per level
+    # P's last bin may be non-zero only because of the outliers.
+    n_level[:, -1] += ((last == 0) & (outliers > 0)).astype(np.float64)
+    p_level = q_level.copy()
+    p_level[:, -1] += outliers
+    s_q = csum[cand]                                       # sum of Q == clipped total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # term_j = P_j * log(Q_j / (n_j * S_Q)) over levels with P_j > 0
+        log_q = np.log(q_level) - np.log(n_level) - np.log(s_q)[:, None]
+        term = np.where(p_level > 0, p_level * log_q, 0.0)
+        bad = np.any((p_level > 0) & (q_level <= 0), axis=1)
+        # KL with P normalised by total: (1/T) [sum P log P - T log T] - (1/T) sum term
+        kl = (plogp - total * math.log(total) - term.sum(axis=1)) / total
+    kl = np.where(bad | (s_q <= 0), np.inf, kl)
+    return cand, kl
+
+
+def entropy_amax(hist: AbsHistogram, num_quant_bins: int = 128) -> float:
+    """Threshold minimising KL(P || Q) (TensorRT EntropyCalibration2); ties -> smallest."""
+    if hist.counts.size == 0:
+        return MIN_AMAX
+    counts = hist.counts
+    if counts.size < num_quant_bins:  # tiny histograms: no clipping is possible anyway
+        return max_amax(hist)
+    cand, kl = entropy_kl_curve(counts, num_quant_bins)
+    if not np.isfinite(kl).any():
+        return max_amax(hist)
+    best = int(cand[int(np.argmin(kl))])
+    return float(max(min(best * hist.bin_width, hist.amax), MIN_AMAX))
+
+
+def mse_amax(hist: AbsHistogram, levels: int = INT8_MAX, max_candidates: int = 512) -> float:
+    """Threshold minimising the expected squared error of symmetric fake quantization.
+
+    Each histogram bin is represented by its centre; for a threshold ``t`` the
+    error of a value ``c`` is ``(clip(round(c / s), 0, levels) * s - c)^2`` with
+    ``s = t / levels``. Candidates are bin edges from ``levels`` bins upwards
+    (at most ``max_candidates`` of them, evenly spread).
+    """
+    if hist.counts.size == 0:
+        return MIN_AMAX
+    nb = hist.counts.size
+    centres = (np.arange(nb) + 0.5) * hist.bin_width
+    keep = hist.counts > 0
+    c = centres[keep]
+    w = hist.counts[keep].astype(np.float64)
+    lo = min(levels, nb)
+    cand = np.unique(np.linspace(lo, nb, min(max_candidates, nb - lo + 1)).round().astype(np.int64))
+    best_t, best_err = hist.amax, math.inf
+    # chunk the (candidates x occupied bins) matrix to bound memory
+    chunk = max(1, 4_000_000 // max(c.size, 1))
+    for k in range(0, cand.size, chunk):
+        t = np.minimum(cand[k:k + chunk] * hist.bin_width, max(hist.amax, MIN_AMAX))[:, None]
+        s = t / levels
+        q = np.clip(np.round(c[None, :] / s), 0, levels) * s
+        err = ((q - c[None, :]) ** 2 * w[None, :]).sum(axis=1)
+        i = int(np.argmin(err))
+        if err[i] < best_err:
+            best_err, best_t = float(err[i]), float(t[i, 0])
+    return float(max(best_t, MIN_AMAX))
+
+
+def compute_amax(hist: AbsHistogram, method: str, *, percentile: float = 99.99,
+                 num_quant_bins: int = 128) -> float:
+    """Dispatch to one method by name."""
+    if method == "entropy":
+        return entropy_amax(hist, num_quant_bins)
+    if method == "percentile":
+        return percentile_amax(hist, percentile)
+    if method == "max":
+        return max_amax(hist)
+    if method == "mse":
+        return mse_amax(hist)
+    raise InvalidInputError(f"Unknown calibration method '{method}'; use one of {', '.join(METHODS)}.")
+
+
+# --------------------------------------------------------------------------- weights
+
+def per_channel_amax(weight: np.ndarray, axis: int) -> np.ndarray:
+    """max |w| over every axis but ``axis`` (the output-channel axis); >= MIN_AMAX."""
+    w = np.asarray(weight, dtype=np.float32)
+    if w.ndim == 0:
+        return np.array([max(float(abs(w)), MIN_AMAX)], np.float32)
+    axis = axis % w.ndim
+    other = tuple(a for a in range(w.ndim) if a != axis)
+    amax = np.abs(w).max(axis=other) if other else np.abs(w)
+    return np.maximum(amax, MIN_AMAX).astype(np.float32)
+
+
+def symmetric_scale(amax: np.ndarray | float, levels: int = INT8_MAX) -> np.ndarray:
+    """Scale for symmetric INT8 with zero point 0: ``amax / 127`` as float32."""
+    return (np.maximum(np.asarray(amax, dtype=np.float64), MIN_AMAX) / levels).astype(np.float32)
+
+
+def quantize_symmetric(x: np.ndarray, scale: np.ndarray | float, axis: int | None = None) -> np.ndarray:
+    """ONNX QuantizeLinear semantics (round half to even, saturate) to int8."""
+    s = np.asarray(scale, dtype=np.float32)
+    if axis is not None and s.ndim == 1:
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = -1
+        s = s.reshape(shape)
+    return np.clip(np.rint(np.asarray(x, np.float32) / s), -128, 127).astype(np.int8)
+
+
+def fake_quantize(x: np.ndarray, amax: float, levels: int = INT8_MAX) -> np.ndarray:
+    """Quantize-dequantize ``x`` with a symmetric threshold (test and analysis helper)."""
+    s = float(symmetric_scale(amax, levels))
+    return (np.clip(np.rint(np.asarray(x, np.float32) / s), -levels, levels) * s).astype(np.float32)

@@ -1,0 +1,132 @@
+"""Building the native sparse libraries (stdlib only: ``setup.py`` loads this file by path).
+
+The CPU library (``csrc/sparse/sparse_linear_cpu.cpp``) is built at install time by
+``setup.py``; ``python -m trt_edge.sparse.build`` rebuilds it in place (e.g. after
+editing the C++ or after installing a compiler). The CUDA sources are compiled by
+:func:`compile_cuda_library` (used by the GPU benchmark's loader and by the nvcc
+compile check); nothing here needs TensorRT.
+
+Flag sets are tried in order, so a compiler without OpenMP or without
+``-march=native`` (some cross toolchains) still yields a working, slower library.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Where the loader looks for the CPU library (a folder without ``__init__.py``, so
+#: ``pkgutil.walk_packages`` never mistakes the .so for a Python module).
+LIB_DIR = PACKAGE_DIR / "_lib"
+CPU_LIB_NAME = "libtrt_edge_sparse.so"
+CUDA_LIB_NAME = "libtrt_edge_sparse_cuda.so"
+
+_BASE = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden"]
+# Each entry: (label, compile flags, link flags). ``TRT_EDGE_SPARSE_PORTABLE=1`` drops
+# -march=native (build once, run on other CPUs of the same ISA).
+CPU_FLAG_SETS: list[tuple[str, list[str], list[str]]] = [
+    ("openmp+native", _BASE + ["-fopenmp", "-march=native"], ["-fopenmp"]),
+    ("openmp", _BASE + ["-fopenmp"], ["-fopenmp"]),
+    ("serial+native", _BASE + ["-march=native"], []),
+    ("serial", _BASE, []),
+]
+
+#: sm targets: Jetson Orin (87), Hopper (90), Blackwell datacenter (100), Thor (110; CUDA 13
+#: renamed Thor from sm_101), Blackwell desktop (120). SASS for each, plus PTX of the
+#: newest for forward compatibility.
+CUDA_ARCHS = ("87", "90", "100", "110", "120")
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding ``csrc/`` (None for a non-editable install)."""
+    root = PACKAGE_DIR.parent.parent
+    return root if (root / "csrc" / "sparse").is_dir() else None
+
+
+def cpu_flag_sets() -> list[tuple[str, list[str], list[str]]]:
+    sets = CPU_FLAG_SETS
+    if os.environ.get("TRT_EDGE_SPARSE_PORTABLE") == "1":
+        sets = [s for s in sets if "native" not in s[0]]
+    return sets
+
+
+def compile_cpu_library(output: Path | None = None, *, cxx: str | None = None,
+                        source_dir: Path | None = None) -> tuple[Path, str]:
+    """Compile the CPU library to ``output``, trying :data:`CPU_FLAG_SETS` in order.
+
+    Returns ``(path, label of the flag set used)``. Raises ``RuntimeError`` with the
+    compiler's messages when no flag set works. The write is atomic (compile to a temp
+    file in the same folder, then rename) so a running process never sees half a file.
+    """
+    src_dir = source_dir or ((repo_root() or Path.cwd()) / "csrc" / "sparse")
+    source = src_dir / "sparse_linear_cpu.cpp"
+    if not source.is_file():
+        raise RuntimeError(f"C++ source not found: {source}")
+    output = Path(output or LIB_DIR / CPU_LIB_NAME)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++"
+    errors = []
+    for label, cflags, lflags in cpu_flag_sets():
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=output.parent)
+        os.close(fd)
+        cmd = [compiler, *cflags, "-shared", f"-I{src_dir}", str(source), "-o", tmp, *lflags]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.replace(tmp, output)
+            log.info("built %s with %s", output, label)
+            return output, label
+        os.unlink(tmp)
+        errors.append(f"[{label}] {' '.join(cmd)}\n{proc.stderr.strip()[-2000:]}")
+    raise RuntimeError("Could not compile the sparse CPU library:\n" + "\n".join(errors))
+
+
+def cuda_compile_command(output: Path, *, archs: tuple[str, ...] = CUDA_ARCHS, nvcc: str = "nvcc",
+                         source_dir: Path | None = None, ptx_arch: str | None = None) -> list[str]:
+    """The nvcc command line building the CUDA kernels into a shared library."""
+    src_dir = source_dir or ((repo_root() or Path.cwd()) / "csrc" / "sparse")
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+    ptx = ptx_arch or archs[-1]
+    gencode.append(f"-gencode=arch=compute_{ptx},code=compute_{ptx}")
+    return [nvcc, "-O3", "-std=c++17", "--shared", "-Xcompiler", "-fPIC", "-lineinfo",
+            *gencode, f"-I{src_dir}", str(src_dir / "sparse_linear_kernels.cu"), "-o", str(output)]
+
+
+def compile_cuda_library(output: Path | None = None, *, archs: tuple[str, ...] = CUDA_ARCHS,
+                         nvcc: str | None = None, timeout: float = 600.0) -> Path:
+    """Compile ``sparse_linear_kernels.cu`` to a shared library (needs nvcc, not a GPU)."""
+    nvcc = nvcc or os.environ.get("NVCC") or shutil.which("nvcc")
+    if not nvcc:
+        raise RuntimeError("nvcc not found: install the CUDA toolkit or set NVCC=/path/to/nvcc.")
+    output = Path(output or LIB_DIR / CUDA_LIB_NAME)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = cuda_compile_command(output, archs=archs, nvcc=nvcc)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Rebuild trt_edge's native sparse libraries.")
+    ap.add_argument("--cuda", action="store_true", help="also build the CUDA kernels (needs nvcc)")
+    ap.add_argument("--arch", action="append", help="CUDA sm target, e.g. 87 (repeatable)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    path, label = compile_cpu_library()
+    print(f"CPU library: {path} ({label})")
+    if args.cuda:
+        cuda = compile_cuda_library(archs=tuple(args.arch) if args.arch else CUDA_ARCHS)
+        print(f"CUDA library: {cuda}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
