@@ -20,6 +20,12 @@
 
 #include <stdint.h>
 
+#if defined(_WIN32)
+#define TES_API __declspec(dllexport)
+#else
+#define TES_API __attribute__((visibility("default")))
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -36,29 +42,29 @@ extern "C" {
 // `num_threads` <= 0 uses the library default (OpenMP's, or 1 without OpenMP).
 // `check_indices` != 0 validates row_ptr/col_idx first (O(nnz)); pass 0 for
 // arrays produced by trt_edge.sparse.formats, which are validated once.
-int tes_linear_csr_f32(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
+TES_API int tes_linear_csr_f32(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
                        const int32_t* col_idx, const float* values, const float* bias,
                        const float* x, float* y, int num_threads, int check_indices);
-int tes_linear_csr_f16(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
+TES_API int tes_linear_csr_f16(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
                        const int32_t* col_idx, const uint16_t* values, const uint16_t* bias,
                        const uint16_t* x, uint16_t* y, int num_threads, int check_indices);
-int tes_linear_bsr_f32(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
+TES_API int tes_linear_bsr_f32(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
                        const int32_t* block_row_ptr, const int32_t* block_col_idx,
                        const float* values, const float* bias, const float* x, float* y,
                        int num_threads, int check_indices);
-int tes_linear_bsr_f16(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
+TES_API int tes_linear_bsr_f16(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
                        const int32_t* block_row_ptr, const int32_t* block_col_idx,
                        const uint16_t* values, const uint16_t* bias, const uint16_t* x,
                        uint16_t* y, int num_threads, int check_indices);
 
 // Human-readable description of a status code (static storage).
-const char* tes_status_string(int status);
+TES_API const char* tes_status_string(int status);
 // Build facts: compiler, OpenMP on/off, SIMD targets (static storage).
-const char* tes_build_info(void);
+TES_API const char* tes_build_info(void);
 // Threads a call with num_threads <= 0 uses.
-int tes_default_threads(void);
+TES_API int tes_default_threads(void);
 // ABI version of this header; the Python loader refuses a mismatch.
-int tes_abi_version(void);
+TES_API int tes_abi_version(void);
 #define TES_ABI_VERSION 1
 
 #ifdef __cplusplus

@@ -9,11 +9,12 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from .._lazy import require
 from ..data._locate import package_dir
+
+torch = require("torch", "the built-in PyTorch models")
+nn = torch.nn
 
 
 def model_dir() -> str:

@@ -5,10 +5,12 @@ import logging
 import time
 
 import numpy as np
-import torch
-from torch import nn
 
+from .._lazy import require
 from ..data.mnist import MnistSplit
+
+torch = require("torch", "the built-in PyTorch models")
+nn = torch.nn
 
 log = logging.getLogger(__name__)
 

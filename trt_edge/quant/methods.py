@@ -132,21 +132,27 @@ def percentile_amax(hist: AbsHistogram, percentile: float = 99.99) -> float:
     return float(max(min((idx + 1) * hist.bin_width, hist.amax), MIN_AMAX))
 
 
-def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128,
-                     start_bin: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """KL divergence of every candidate threshold, TensorRT EntropyCalibration2 style.
+def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128, start_bin: int | None = None,
+                     suppress_zero_bin: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """KL divergence of every candidate threshold, as in TensorRT's EntropyCalibration2.
 
-    For each candidate ``i`` (threshold = right edge of bin ``i - 1``):
-    P = counts[:i] with every count above the threshold added to the last bin;
-    Q = counts[:i] merged into ``num_quant_bins`` levels of ``i // num_quant_bins``
-    bins (the remainder joins the last level), each level's count spread evenly
-    over the bins where P is non-zero. Returns ``(candidates, kl)``; ``kl`` is
-    ``inf`` where Q is zero somewhere P is not.
+    Follows NVIDIA's published reference (pytorch-quantization ``calib/histogram.py``):
+    - ``suppress_zero_bin``: the first bin's count is replaced by the second's, so
+      the spike of exact zeros after a ReLU does not dominate the search;
+    - for each candidate ``i`` (threshold = right edge of bin ``i - 1``), P is
+      ``counts[:i]`` with every count above the threshold added to its last bin;
+    - Q: bin ``k < i`` belongs to level ``floor(k * L / i)`` (``L`` = ``num_quant_bins``,
+      128 for int8: 127 magnitudes and zero); each level's clipped count is spread
+      evenly over the level's non-empty bins (empty bins get 0);
+    - KL(P || Q) with both normalised; ``inf`` where Q is 0 but P is not.
+    Returns ``(candidates, kl)``.
 
-    Vectorised: KL(P||Q) = sum P log P - sum_levels P_level log(Q_level / n_level),
-    every term read off cumulative sums, so all candidates cost O(candidates x levels).
+    Vectorised: KL = (sum P log P)/T - log T - (1/T) sum_levels P_level log(Q_level / (n_level S_Q)),
+    every term read off cumulative sums: O(candidates x levels), no Python loop.
     """
-    h = np.asarray(counts, dtype=np.float64)
+    h = np.asarray(counts, dtype=np.float64).copy()
+    if suppress_zero_bin and h.size > 1:
+        h[0] = h[1]
     nb = h.size
     start = num_quant_bins if start_bin is None else start_bin
     if nb < start:
@@ -156,53 +162,45 @@ def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128,
     if total <= 0:
         return cand, np.zeros(cand.size)
     csum = np.concatenate([[0.0], np.cumsum(h)])
-    nz = (h > 0).astype(np.float64)
-    cnz = np.concatenate([[0.0], np.cumsum(nz)])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hlogh = np.where(h > 0, h * np.log(np.where(h > 0, h, 1.0)), 0.0)
-    chlogh = np.concatenate([[0.0], np.cumsum(hlogh)])
+    cnz = np.concatenate([[0.0], np.cumsum(h > 0)])
+    safe_h = np.where(h > 0, h, 1.0)
+    chlogh = np.concatenate([[0.0], np.cumsum(h * np.log(safe_h))])
 
     outliers = total - csum[cand]                          # counts above the threshold
     last = h[cand - 1]
     p_last = last + outliers
-    # sum over k < i of P_k log P_k (unnormalised), P differs from h only at i-1.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plogp = (chlogh[cand - 1]
-                 + np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0))
+    # sum over k < i of P_k log P_k (unnormalised); P differs from h only at i - 1.
+    plogp = chlogh[cand - 1] + p_last * np.log(np.where(p_last > 0, p_last, 1.0))
 
-    m = cand // num_quant_bins                             # bins per level
+    # Level j covers bins [ceil(j i / L), ceil((j + 1) i / L)): exact integer maths.
     j = np.arange(num_quant_bins + 1)
-    bounds = m[:, None] * j[None, :]
-    bounds[:, -1] = cand                                   # the remainder joins the last level
+    bounds = -((-j[None, :] * cand[:, None]) // num_quant_bins)
     q_level = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]   # clipped counts per level
-    n_level = cnz[bounds[:, 1:]] - cnz[bounds[:, :-1]]     # non-zero P bins per level
-    # P's last bin may be non-zero only because of the outliers.
-    n_level[:, -1] += ((last == 0) & (outliers > 0)).astype(np.float64)
+    n_level = cnz[bounds[:, 1:]] - cnz[bounds[:, :-1]]     # non-empty bins per level
     p_level = q_level.copy()
-    p_level[:, -1] += outliers
+    p_level[:, -1] += outliers                              # bin i - 1 is in the last level
     s_q = csum[cand]                                       # sum of Q == clipped total
     with np.errstate(divide="ignore", invalid="ignore"):
-        # term_j = P_j * log(Q_j / (n_j * S_Q)) over levels with P_j > 0
         log_q = np.log(q_level) - np.log(n_level) - np.log(s_q)[:, None]
-        term = np.where(p_level > 0, p_level * log_q, 0.0)
-        bad = np.any((p_level > 0) & (q_level <= 0), axis=1)
-        # KL with P normalised by total: (1/T) [sum P log P - T log T] - (1/T) sum term
-        kl = (plogp - total * math.log(total) - term.sum(axis=1)) / total
-    kl = np.where(bad | (s_q <= 0), np.inf, kl)
+        term = np.where(p_level > 0, p_level * log_q, 0.0).sum(axis=1)
+        kl = (plogp - term) / total - math.log(total)
+    # P > 0 where Q == 0: the outliers landed on an empty bin, or nothing survived the clip.
+    bad = ((last == 0) & (outliers > 0)) | (s_q <= 0)
+    kl = np.where(bad | ~np.isfinite(kl), np.inf, kl)
     return cand, kl
 
 
-def entropy_amax(hist: AbsHistogram, num_quant_bins: int = 128) -> float:
-    """Threshold minimising KL(P || Q) (TensorRT EntropyCalibration2); ties -> smallest."""
+def entropy_amax(hist: AbsHistogram, num_quant_bins: int = 128, suppress_zero_bin: bool = True) -> float:
+    """Threshold minimising KL(P || Q) (TensorRT EntropyCalibration2); ties -> the largest."""
     if hist.counts.size == 0:
         return MIN_AMAX
     counts = hist.counts
     if counts.size < num_quant_bins:  # tiny histograms: no clipping is possible anyway
         return max_amax(hist)
-    cand, kl = entropy_kl_curve(counts, num_quant_bins)
+    cand, kl = entropy_kl_curve(counts, num_quant_bins, suppress_zero_bin=suppress_zero_bin)
     if not np.isfinite(kl).any():
         return max_amax(hist)
-    best = int(cand[int(np.argmin(kl))])
+    best = int(cand[kl.size - 1 - int(np.argmin(kl[::-1]))])
     return float(max(min(best * hist.bin_width, hist.amax), MIN_AMAX))
 
 

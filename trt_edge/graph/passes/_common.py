@@ -6,7 +6,7 @@ numpy and onnx alone.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -165,5 +165,12 @@ def attr_key(value: Any) -> Any:
     return (type(value).__name__, repr(value))
 
 
-def count_ops(nodes: Iterable[Any]) -> int:
-    return sum(1 for _ in nodes)
+def unique_name(graph: Any, base: str) -> str:
+    """``base``, or ``base_N``, whichever no tensor of ``graph`` uses yet."""
+    taken = graph.tensors().keys()
+    if base not in taken:
+        return base
+    i = 1
+    while f"{base}_{i}" in taken:
+        i += 1
+    return f"{base}_{i}"

@@ -1,0 +1,59 @@
+"""Arguments shared by the commands that run a model (bench, compare, eval)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..onnx_io import parse_shapes
+
+
+def add_runner_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto",
+                   help="auto: .onnx -> ONNX Runtime, .plan/.engine -> TensorRT (default)")
+    g.add_argument("--providers", default="CPUExecutionProvider",
+                   help="ONNX Runtime execution providers in priority order, comma-separated")
+    g.add_argument("--intra-op-threads", type=int, default=0,
+                   help="ONNX Runtime threads per operator (0: one per core)")
+    g.add_argument("--inter-op-threads", type=int, default=0,
+                   help="ONNX Runtime threads across operators (with --parallel-execution)")
+    g.add_argument("--parallel-execution", action="store_true", help="ORT_PARALLEL execution mode")
+    g.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"], default="all",
+                   help="ONNX Runtime graph optimisation level")
+    g.add_argument("--io-binding", action="store_true", help="bind inputs/outputs explicitly")
+    g.add_argument("--no-spinning", action="store_true",
+                   help="stop ORT's worker threads busy-waiting (good when sharing the CPU)")
+    if inputs:
+        d = p.add_argument_group("inputs")
+        d.add_argument("--inputs", help=".npz with one array per input name (or a single 'x')")
+        d.add_argument("--shapes", action="append",
+                       help="random inputs of these shapes: NAME:1x3x224x224[,NAME2:...]")
+        d.add_argument("--batch", type=int, help="batch size for inputs with a dynamic leading axis")
+        d.add_argument("--dim", action="append", default=[],
+                       help="size of a named dynamic dimension, NAME=SIZE (e.g. sequence=128)")
+        d.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def ort_options(args: argparse.Namespace) -> Any:
+    from ..runtime.onnxrt import OrtOptions
+    return OrtOptions(providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
+                      intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads,
+                      execution_mode="parallel" if args.parallel_execution else "sequential",
+                      graph_optimization=args.graph_opt, io_binding=args.io_binding,
+                      allow_spinning=False if args.no_spinning else None)
+
+
+def input_options(args: argparse.Namespace) -> Any:
+    from ..bench.inputs import InputOptions
+    dims: dict[str, int] = {}
+    for item in args.dim:
+        name, sep, value = item.partition("=")
+        try:
+            dims[name] = int(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise InvalidInputError(f"Bad --dim '{item}': write NAME=SIZE, e.g. sequence=128.")
+    return InputOptions(inputs=args.inputs, shapes=parse_shapes(args.shapes), batch=args.batch,
+                        dim_values=dims, seed=args.seed)

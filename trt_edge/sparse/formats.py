@@ -1,0 +1,211 @@
+"""Sparse weight formats: dense (pruned) <-> CSR / BSR, validation, sizes.
+
+A weight is the ``[out_features, in_features]`` matrix ``W`` of ``Y = X @ W^T + b``
+(torch ``nn.Linear.weight`` layout; for an ONNX ``MatMul(X, B)`` it is ``B^T``).
+
+* :class:`CsrWeight`: unstructured; ``row_ptr[N+1]``, ``col_idx[nnz]``, ``values[nnz]``.
+* :class:`BsrWeight`: blocks of ``br x bc``; ``row_ptr[ceil(N/br)+1]`` over block rows,
+  ``col_idx[nnzb]`` block columns, ``values[nnzb, br, bc]``. A block is stored when any
+  of its entries is non-zero; blocks overhanging N/K hold zeros there.
+
+Indices are int32 (what the CUDA kernels and the TensorRT plugin take); column
+indices are sorted within each row. Conversion round-trips exactly
+(``to_dense(to_csr(w)) == w`` bit for bit).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+#: Block shapes with compiled fast paths in the CPU library and instantiated CUDA kernels.
+#: 1xC blocks keep one output row and C consecutive inputs (contiguous X loads);
+#: Rx1 blocks keep R output rows (coalesced along the output on the GPU).
+BLOCK_SHAPES: tuple[tuple[int, int], ...] = ((1, 4), (1, 8), (2, 2), (2, 4), (4, 1), (4, 4), (8, 1))
+
+_VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+@dataclasses.dataclass(frozen=True)
+class CsrWeight:
+    shape: tuple[int, int]
+    row_ptr: np.ndarray
+    col_idx: np.ndarray
+    values: np.ndarray
+
+    format = "csr"
+    block = (1, 1)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def stored(self) -> int:
+        """Number of stored values (== nnz for CSR)."""
+        return int(self.values.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.row_ptr.nbytes + self.col_idx.nbytes + self.values.nbytes)
+
+    def astype(self, dtype: np.dtype | type) -> "CsrWeight":
+        return dataclasses.replace(self, values=self.values.astype(dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class BsrWeight:
+    shape: tuple[int, int]
+    block: tuple[int, int]
+    row_ptr: np.ndarray
+    col_idx: np.ndarray
+    values: np.ndarray  # [nnzb, br, bc]
+
+    format = "bsr"
+
+    @property
+    def nnz(self) -> int:
+        """Non-zero entries inside the stored blocks."""
+        return int(np.count_nonzero(self.values))
+
+    @property
+    def stored(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.row_ptr.nbytes + self.col_idx.nbytes + self.values.nbytes)
+
+    def astype(self, dtype: np.dtype | type) -> "BsrWeight":
+        return dataclasses.replace(self, values=self.values.astype(dtype))
+
+
+SparseWeight = Union[CsrWeight, BsrWeight]
+
+
+def _check_dense(dense: np.ndarray) -> np.ndarray:
+    dense = np.asarray(dense)
+    if dense.ndim != 2:
+        raise InvalidInputError(f"A sparse weight must be 2-D [out_features, in_features], got shape "
+                                f"{dense.shape}.")
+    if dense.dtype not in _VALUE_DTYPES:
+        if not np.issubdtype(dense.dtype, np.floating):
+            raise InvalidInputError(f"Weight dtype must be float32 or float16, got {dense.dtype}.")
+        dense = dense.astype(np.float32)
+    if max(dense.shape) >= 2**31:
+        raise InvalidInputError(f"Weight shape {dense.shape} exceeds int32 indexing.")
+    return dense
+
+
+def _check_block(block: tuple[int, int]) -> tuple[int, int]:
+    br, bc = (int(block[0]), int(block[1]))
+    if not (1 <= br <= 32 and 1 <= bc <= 32):
+        raise InvalidInputError(f"Block shape must be within 1..32 x 1..32, got {block}.")
+    return br, bc
+
+
+def sparsity(dense: np.ndarray) -> float:
+    """Fraction of exactly-zero entries (0.0 for an empty matrix)."""
+    dense = np.asarray(dense)
+    return 0.0 if dense.size == 0 else 1.0 - np.count_nonzero(dense) / dense.size
+
+
+def to_csr(dense: np.ndarray) -> CsrWeight:
+    """Compress ``dense`` [N, K] to CSR (exact zeros dropped, column order kept)."""
+    dense = _check_dense(dense)
+    n, _ = dense.shape
+    rows, cols = np.nonzero(dense)  # row-major order: rows sorted, columns sorted within a row
+    row_ptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=row_ptr[1:])
+    return CsrWeight((int(dense.shape[0]), int(dense.shape[1])), row_ptr, cols.astype(np.int32),
+                     np.ascontiguousarray(dense[rows, cols]))
+
+
+def _blocked(dense: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """``dense`` zero-padded and viewed as [nbr, nbc, br, bc]."""
+    br, bc = block
+    n, k = dense.shape
+    nbr, nbc = -(-n // br), -(-k // bc)
+    padded = np.zeros((nbr * br, nbc * bc), dtype=dense.dtype)
+    padded[:n, :k] = dense
+    return padded.reshape(nbr, br, nbc, bc).transpose(0, 2, 1, 3)
+
+
+def to_bsr(dense: np.ndarray, block: tuple[int, int]) -> BsrWeight:
+    """Compress ``dense`` [N, K] to BSR with ``block`` = (br, bc); all-zero blocks dropped."""
+    dense = _check_dense(dense)
+    br, bc = _check_block(block)
+    blocks = _blocked(dense, (br, bc))
+    nbr = blocks.shape[0]
+    keep = np.any(blocks != 0, axis=(2, 3))
+    brow, bcol = np.nonzero(keep)
+    row_ptr = np.zeros(nbr + 1, dtype=np.int32)
+    np.cumsum(np.bincount(brow, minlength=nbr), out=row_ptr[1:])
+    values = np.ascontiguousarray(blocks[brow, bcol])
+    return BsrWeight((int(dense.shape[0]), int(dense.shape[1])), (br, bc), row_ptr,
+                     bcol.astype(np.int32), values.reshape(-1, br, bc))
+
+
+def convert(dense: np.ndarray, fmt: str, block: tuple[int, int] | None = None) -> SparseWeight:
+    """``to_csr`` for ``fmt == "csr"``, ``to_bsr(dense, block)`` for ``"bsr"``."""
+    if fmt == "csr":
+        return to_csr(dense)
+    if fmt == "bsr":
+        if block is None:
+            raise InvalidInputError("BSR needs a block shape, e.g. block=(1, 4).")
+        return to_bsr(dense, block)
+    raise InvalidInputError(f"Unknown sparse format '{fmt}': use 'csr' or 'bsr'.")
+
+
+def to_dense(weight: SparseWeight) -> np.ndarray:
+    """Expand back to the dense [N, K] matrix (exact inverse of the conversion)."""
+    validate(weight)
+    n, k = weight.shape
+    if isinstance(weight, CsrWeight):
+        out = np.zeros((n, k), dtype=weight.values.dtype)
+        rows = np.repeat(np.arange(n), np.diff(weight.row_ptr))
+        out[rows, weight.col_idx] = weight.values
+        return out
+    br, bc = weight.block
+    nbr, nbc = -(-n // br), -(-k // bc)
+    blocks = np.zeros((nbr, nbc, br, bc), dtype=weight.values.dtype)
+    brow = np.repeat(np.arange(nbr), np.diff(weight.row_ptr))
+    blocks[brow, weight.col_idx] = weight.values
+    return blocks.transpose(0, 2, 1, 3).reshape(nbr * br, nbc * bc)[:n, :k].copy()
+
+
+def validate(weight: SparseWeight) -> None:
+    """Raise :class:`InvalidInputError` unless the arrays form a well-formed matrix.
+
+    Checks dtypes, array lengths, ``row_ptr`` monotone from 0 to the value count, and
+    column indices in range and strictly increasing within a row (what the kernels rely on).
+    """
+    n, k = weight.shape
+    br, bc = weight.block
+    rows, cols = -(-n // br), -(-k // bc)
+    rp, ci, v = weight.row_ptr, weight.col_idx, weight.values
+    if rp.dtype != np.int32 or ci.dtype != np.int32:
+        raise InvalidInputError("row_ptr and col_idx must be int32.")
+    if v.dtype not in _VALUE_DTYPES:
+        raise InvalidInputError(f"values must be float32 or float16, got {v.dtype}.")
+    count = v.shape[0] if v.ndim else 0
+    expected_v = (count,) if isinstance(weight, CsrWeight) else (count, br, bc)
+    if v.shape != expected_v:
+        raise InvalidInputError(f"values has shape {v.shape}, expected {expected_v}.")
+    if rp.shape != (rows + 1,) or rp[0] != 0 or rp[-1] != count or np.any(np.diff(rp) < 0):
+        raise InvalidInputError("row_ptr must have one entry per (block) row plus one, start at 0, "
+                                "never decrease and end at the number of stored values.")
+    if ci.shape != (count,) or (count and (ci.min() < 0 or ci.max() >= cols)):
+        raise InvalidInputError(f"col_idx must have {count} entries in [0, {cols}).")
+    if count > 1:
+        same_row = np.repeat(np.arange(rows), np.diff(rp))
+        d = np.diff(ci.astype(np.int64))
+        if np.any((d <= 0) & (same_row[1:] == same_row[:-1])):
+            raise InvalidInputError("col_idx must be strictly increasing within each row.")
