@@ -5,9 +5,12 @@ native sparse kernels in csrc/ where a compiler is present).
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
 
@@ -20,6 +23,48 @@ def _version() -> str:
 
 
 TORCH = "torch==2.13.0"  # the CPU build on the project machines; Jetson users install NVIDIA's wheel
+
+
+# --- native sparse CPU library (csrc/sparse) ---------------------------------------------
+# Built as a plain shared library (loaded with ctypes, no Python ABI) into
+# trt_edge/sparse/_lib/. The compile logic lives in trt_edge/sparse/build.py (stdlib only,
+# loaded by path: the package's own dependencies are not importable at build time). It tries
+# -march=native first and falls back to portable flags; if no flag set
+# compiles (no C++ compiler at all), the install still succeeds and the sparse CPU kernel
+# raises MissingDependencyError saying how to build it (`python -m trt_edge.sparse.build`).
+_SPARSE_EXT = "trt_edge.sparse._lib.libtrt_edge_sparse"
+
+
+def _sparse_build_module():
+    spec = importlib.util.spec_from_file_location("_trt_edge_sparse_build",
+                                                  HERE / "trt_edge" / "sparse" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class BuildNative(build_ext):
+    """build_ext that builds the sparse CPU library and never fails the install."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        parts = fullname.split(".")
+        if parts[-1] == _SPARSE_EXT.rsplit(".", 1)[-1]:
+            return str(Path(*parts[:-1], parts[-1] + ".so"))  # not an importable module name
+        return super().get_ext_filename(fullname)
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != _SPARSE_EXT:
+            return super().build_extension(ext)
+        out = Path(self.get_ext_fullpath(ext.name))
+        try:
+            path, label = _sparse_build_module().compile_cpu_library(
+                out, source_dir=HERE / "csrc" / "sparse")
+            logging.getLogger("trt_edge.setup").info("built %s (%s)", path, label)
+        except Exception as exc:  # noqa: BLE001 - optional native part: warn, never fail
+            logging.getLogger("trt_edge.setup").warning(
+                "trt-edge: the sparse CPU library was not built (%s). trt_edge works without it; "
+                "build it later with `python -m trt_edge.sparse.build`.", str(exc).splitlines()[0])
+
 
 setup(
     name="trt-edge",
@@ -54,9 +99,10 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["trt-edge=trt_edge.cli:main"]},
+    ext_modules=[Extension(_SPARSE_EXT, sources=["csrc/sparse/sparse_linear_cpu.cpp"], optional=True)],
+    cmdclass={"build_ext": BuildNative},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
         "Operating System :: POSIX :: Linux",
     ],
     license="Apache-2.0",

@@ -13,7 +13,7 @@ fi
 # pip on the project machines warns about mirror folders that are not there; keep the log readable.
 pip_q() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 PIP=pip_q
-$PIP install -q --upgrade pip setuptools wheel
+$PIP install -q --upgrade setuptools wheel
 # torch first, pinned exactly: a looser pin pulls a multi-GB CUDA build.
 $PIP install -q "torch==2.13.0"
 $PIP install -q -e ".[torch,models,sparse,dev]"

@@ -22,9 +22,19 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
 #endif
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+// Honoured with -fopenmp-simd (no OpenMP runtime involved), ignored otherwise.
+#define TES_SIMD _Pragma("omp simd")
 
 namespace {
 
@@ -93,13 +103,124 @@ struct F16 {
   static inline void store(uint16_t* p, int64_t i, float v) { p[i] = float_to_half_bits(v); }
 };
 
+// ---------------------------------------------------------------- thread pool
+// Why not OpenMP: an OpenMP parallel region ends in a barrier that waits for every team
+// thread, so on a loaded machine (a robot's computer runs other processes) a worker that
+// is not scheduled stalls the call for a whole scheduler tick (4-10 ms, measured). Here
+// the caller takes chunks from a shared counter itself and only waits for chunks that a
+// worker has actually started; a late worker finds nothing left and goes back to sleep.
+class Pool {
+ public:
+  static Pool& instance() {
+    static Pool* pool = new Pool();  // never destroyed: workers may outlive static dtors
+    return *pool;
+  }
+  int max_threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(begin, end) for consecutive chunks covering [0, n), on up to `threads`
+  // threads (the caller included). Returns when every chunk is done.
+  void parallel_for(int64_t n, int64_t grain, int threads,
+                    const std::function<void(int64_t, int64_t)>& fn) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
+    if (threads <= 1 || workers_.empty() || n <= grain || !submit.owns_lock()) {
+      fn(0, n);  // serial; also when another caller is using the pool (no nesting, no waiting)
+      return;
+    }
+    Job job{&fn, n, grain};
+    {
+      std::lock_guard<std::mutex> lk(mutex_);
+      job_ = &job;
+      helpers_wanted_ = std::min<int>(threads - 1, static_cast<int>(workers_.size()));
+      ++generation_;
+    }
+    cv_.notify_all();
+    work(job);
+    {
+      std::unique_lock<std::mutex> lk(mutex_);
+      job_ = nullptr;  // late workers see no job
+      done_cv_.wait(lk, [&] { return job.active == 0; });
+    }
+  }
+
+ private:
+  struct Job {
+    const std::function<void(int64_t, int64_t)>* fn;
+    int64_t n, grain;
+    std::atomic<int64_t> next{0};
+    int active = 0;  // workers inside this job (guarded by mutex_)
+    Job(const std::function<void(int64_t, int64_t)>* f, int64_t n_, int64_t g)
+        : fn(f), n(n_), grain(g) {}
+  };
+
+  Pool() {
+    int hw = static_cast<int>(std::thread::hardware_concurrency());
+    if (const char* env = std::getenv("TES_NUM_THREADS")) hw = std::atoi(env);
+    hw = std::max(1, std::min(hw, 256));
+    for (int i = 0; i + 1 < hw; ++i) {
+      try {
+        workers_.emplace_back([this] { loop(); });
+        workers_.back().detach();
+      } catch (...) {
+        break;  // fewer threads than asked: still correct
+      }
+    }
+  }
+
+  static void work(Job& job) {
+    for (;;) {
+      const int64_t b = job.next.fetch_add(job.grain, std::memory_order_relaxed);
+      if (b >= job.n) return;
+      (*job.fn)(b, std::min(job.n, b + job.grain));
+    }
+  }
+
+  void loop() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(mutex_);
+    for (;;) {
+      cv_.wait(lk, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (!job_ || helpers_wanted_ <= 0) continue;
+      --helpers_wanted_;
+      Job* job = job_;
+      ++job->active;
+      lk.unlock();
+      work(*job);
+      lk.lock();
+      if (--job->active == 0) done_cv_.notify_all();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex submit_mutex_, mutex_;
+  std::condition_variable cv_, done_cv_;
+  Job* job_ = nullptr;
+  int helpers_wanted_ = 0;
+  uint64_t generation_ = 0;
+};
+
 int resolve_threads(int requested) {
-#ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
+  const int max = Pool::instance().max_threads();
+  return requested > 0 ? std::min(requested, max) : max;
+}
+
+// Default thread count for `work` multiply-adds: waking a thread costs microseconds, so
+// small layers run on the calling thread only.
+int threads_for_work(int requested, int64_t work) {
+  const int nt = resolve_threads(requested);
+  if (requested > 0) return nt;
+  constexpr int64_t kMinWorkPerThread = 1 << 16;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, work / kMinWorkPerThread)));
+}
+
+template <typename Body>
+void parallel_rows(int64_t n, int64_t grain, int nt, Body&& body) {
+  const std::function<void(int64_t, int64_t)> fn = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) body(i);
+  };
+  Pool::instance().parallel_for(n, grain, nt, fn);
 }
 
 // ---------------------------------------------------------------- activations
@@ -139,8 +260,7 @@ void prepare_bias(const typename P::T* bias, int64_t N, const float* lut, std::v
 template <typename P>
 void csr_gemv(int64_t N, const int32_t* rp, const int32_t* ci, const typename P::T* val,
               const float* lut, const float* x, const float* b, typename P::T* y, int nt) {
-#pragma omp parallel for schedule(dynamic, 64) num_threads(nt)
-  for (int64_t n = 0; n < N; ++n) {
+  parallel_rows(N, 64, nt, [&](int64_t n) {
     const int32_t s = rp[n], e = rp[n + 1];
     float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
     int32_t j = s;
@@ -152,16 +272,61 @@ void csr_gemv(int64_t N, const int32_t* rp, const int32_t* ci, const typename P:
     }
     for (; j < e; ++j) a0 += P::load(val, j, lut) * x[ci[j]];
     P::store(y, n, b[n] + ((a0 + a1) + (a2 + a3)));
-  }
+  });
 }
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// FP32 batch 1 with hardware gathers: 16 (AVX-512) / 8 (AVX2) non-zeros per step, two
+// accumulators to hide the FMA latency. ~1.5-2x the scalar loop on short rows.
+inline float row_dot_simd(const int32_t* ci, const float* val, const float* x, int32_t s,
+                          int32_t e) {
+  int32_t j = s;
+#if defined(__AVX512F__)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  for (; j + 32 <= e; j += 32) {
+    const __m512i i0 = _mm512_loadu_si512(ci + j), i1 = _mm512_loadu_si512(ci + j + 16);
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(val + j), _mm512_i32gather_ps(i0, x, 4), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(val + j + 16), _mm512_i32gather_ps(i1, x, 4), acc1);
+  }
+  for (; j < e; j += 16) {
+    const int rem = e - j;
+    const __mmask16 m = rem >= 16 ? static_cast<__mmask16>(0xffff)
+                                  : static_cast<__mmask16>((1u << rem) - 1u);
+    const __m512i i0 = _mm512_maskz_loadu_epi32(m, ci + j);
+    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, x, 4);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + j), g, acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#else
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; j + 16 <= e; j += 16) {
+    const __m256i i0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + j));
+    const __m256i i1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + j + 8));
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + j), _mm256_i32gather_ps(x, i0, 4), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + j + 8), _mm256_i32gather_ps(x, i1, 4), acc1);
+  }
+  acc0 = _mm256_add_ps(acc0, acc1);
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  float sum = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+  for (; j < e; ++j) sum += val[j] * x[ci[j]];
+  return sum;
+#endif
+}
+
+template <>
+void csr_gemv<F32>(int64_t N, const int32_t* rp, const int32_t* ci, const float* val,
+                   const float*, const float* x, const float* b, float* y, int nt) {
+  parallel_rows(N, 64, nt, [&](int64_t n) { y[n] = b[n] + row_dot_simd(ci, val, x, rp[n], rp[n + 1]); });
+}
+#endif
 
 // batch > 1, tile width MT: xt is [K][Mp], Mp % MT == 0.
 template <typename P, int MT>
 void csr_gemm(int64_t M, int64_t N, int64_t Mp, const int32_t* rp, const int32_t* ci,
               const typename P::T* val, const float* lut, const float* xt, const float* b,
               typename P::T* y, int nt) {
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
-  for (int64_t n = 0; n < N; ++n) {
+  parallel_rows(N, 16, nt, [&](int64_t n) {
     const int32_t s = rp[n], e = rp[n + 1];
     for (int64_t m0 = 0; m0 < M; m0 += MT) {
       float acc[MT];
@@ -169,12 +334,14 @@ void csr_gemm(int64_t M, int64_t N, int64_t Mp, const int32_t* rp, const int32_t
       for (int32_t j = s; j < e; ++j) {
         const float v = P::load(val, j, lut);
         const float* xr = xt + static_cast<int64_t>(ci[j]) * Mp + m0;
+        // Vectorise across the batch tile (not across non-zeros, which would gather).
+        TES_SIMD
         for (int i = 0; i < MT; ++i) acc[i] += v * xr[i];
       }
       const int64_t w = std::min<int64_t>(MT, M - m0);
       for (int64_t i = 0; i < w; ++i) P::store(y, (m0 + i) * N + n, acc[i] + b[n]);
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------- BSR kernels
@@ -187,8 +354,7 @@ void bsr_kernel(int64_t M, int64_t N, int64_t Mp, int32_t br_rt, int32_t bc_rt,
   const int bc = BC_ > 0 ? BC_ : bc_rt;
   constexpr int BRMAX = BR_ > 0 ? BR_ : 32;
   const int64_t nbr = (N + br - 1) / br;
-#pragma omp parallel for schedule(dynamic, 8) num_threads(nt)
-  for (int64_t rb = 0; rb < nbr; ++rb) {
+  parallel_rows(nbr, 8, nt, [&](int64_t rb) {
     const int32_t s = brp[rb], e = brp[rb + 1];
     const int64_t n0 = rb * br;
     const int64_t rows = std::min<int64_t>(br, N - n0);
@@ -203,6 +369,7 @@ void bsr_kernel(int64_t M, int64_t N, int64_t Mp, int32_t br_rt, int32_t bc_rt,
           const float* xr = xt + (c0 + c) * Mp + m0;
           for (int r = 0; r < br; ++r) {
             const float v = P::load(val, vbase + r * bc + c, lut);
+            TES_SIMD
             for (int i = 0; i < MT; ++i) acc[r][i] += v * xr[i];
           }
         }
@@ -211,7 +378,7 @@ void bsr_kernel(int64_t M, int64_t N, int64_t Mp, int32_t br_rt, int32_t bc_rt,
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t i = 0; i < w; ++i) P::store(y, (m0 + i) * N + n0 + r, acc[r][i] + b[n0 + r]);
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------- validation
@@ -243,7 +410,7 @@ int run_csr(int64_t M, int64_t N, int64_t K, const int32_t* rp, const int32_t* c
   if (st != TES_OK) return st;
   if (M == 0 || N == 0) return TES_OK;
   if (check && (st = check_compressed(N, K, rp, ci, val)) != TES_OK) return st;
-  const int nt = resolve_threads(num_threads);
+  const int nt = threads_for_work(num_threads, static_cast<int64_t>(rp[N]) * M);
   const float* lut = std::is_same<P, F16>::value ? half_table() : nullptr;
   std::vector<float> bf, xbuf;
   prepare_bias<P>(bias, N, lut, bf);
@@ -283,7 +450,7 @@ int run_bsr(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc, const int32
   if (M == 0 || N == 0) return TES_OK;
   const int64_t nbr = (N + br - 1) / br, nbc = (K + bc - 1) / bc;
   if (check && (st = check_compressed(nbr, nbc, brp, bci, val)) != TES_OK) return st;
-  const int nt = resolve_threads(num_threads);
+  const int nt = threads_for_work(num_threads, static_cast<int64_t>(brp[nbr]) * br * bc * M);
   const float* lut = std::is_same<P, F16>::value ? half_table() : nullptr;
   std::vector<float> bf, xbuf;
   prepare_bias<P>(bias, N, lut, bf);
@@ -384,12 +551,7 @@ const char* tes_build_info(void) {
 #else
          "unknown"
 #endif
-         "; openmp: "
-#ifdef _OPENMP
-         "on"
-#else
-         "off"
-#endif
+         "; threads: own pool"
          "; simd: "
 #if defined(__AVX512F__)
          "avx512f"

@@ -39,7 +39,8 @@ extern "C" {
 #define TES_ERR_OUT_OF_MEMORY 4
 #define TES_ERR_INTERNAL 5
 
-// `num_threads` <= 0 uses the library default (OpenMP's, or 1 without OpenMP).
+// `num_threads` <= 0: the library decides (1 thread for small work, else all pool threads;
+// the pool has hardware_concurrency threads, or TES_NUM_THREADS).
 // `check_indices` != 0 validates row_ptr/col_idx first (O(nnz)); pass 0 for
 // arrays produced by trt_edge.sparse.formats, which are validated once.
 TES_API int tes_linear_csr_f32(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
@@ -59,7 +60,7 @@ TES_API int tes_linear_bsr_f16(int64_t M, int64_t N, int64_t K, int32_t br, int3
 
 // Human-readable description of a status code (static storage).
 TES_API const char* tes_status_string(int status);
-// Build facts: compiler, OpenMP on/off, SIMD targets (static storage).
+// Build facts: compiler, threading, SIMD target (static storage).
 TES_API const char* tes_build_info(void);
 // Threads a call with num_threads <= 0 uses.
 TES_API int tes_default_threads(void);

@@ -175,8 +175,8 @@ def compare(reference: Any, candidate: Any, options: CompareOptions | None = Non
         ref_desc = _describe(ref, reference)
         cand_desc = _describe(cand, candidate)
     finally:
-        for r in opened:
-            r.deactivate()
+        for runner in opened:
+            runner.deactivate()
     return CompareResult(reference=ref_desc, candidate=cand_desc,
                          input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, runs=len(feeds),
                          report=report, output_map=output_map, machine=machine_info(),

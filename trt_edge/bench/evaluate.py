@@ -246,9 +246,10 @@ def evaluate(artifact: Any, data: str | os.PathLike[str] | Mapping[str, np.ndarr
             runner.deactivate()
     metrics = classification_metrics(y, np.concatenate(scores), top_k=options.top_k,
                                      class_names=options.class_names)
-    name = os.fspath(artifact) if isinstance(artifact, (str, os.PathLike)) else None
+    art_name: str | None = os.fspath(artifact) if isinstance(artifact, (str, os.PathLike)) else None
     return EvalResult(
-        artifact=name, artifact_sha256=sha256_file(name) if name and Path(name).is_file() else None,
+        artifact=art_name,
+        artifact_sha256=sha256_file(art_name) if art_name and Path(art_name).is_file() else None,
         data=os.fspath(data) if isinstance(data, (str, os.PathLike)) else None,
         backend=runner.backend, runner=description, output=output, metrics=metrics, seconds=seconds,
         machine=machine_info(), tool_versions=tool_versions(),

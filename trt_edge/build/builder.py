@@ -86,7 +86,7 @@ def prepare_model(model: onnx.ModelProto, plan: PrecisionPlan, options: BuildOpt
             calib_hash = sha256_file(options.ranges)
         elif options.calib_data is not None:
             batches = calibration_batches(options.calib_data, graph_inputs(model), options.calib_batch_size)
-            ranges = calibrate(model, batches, CalibrationOptions())
+            ranges = calibrate(model, batches, CalibrationOptions(method=options.calib_method))
             calib_hash = sha256_file(options.calib_data)
         else:  # plan_precision never asks for Q/DQ without one of them
             raise InvalidInputError("INT8 Q/DQ insertion needs --ranges or --calib-data.")
@@ -95,17 +95,18 @@ def prepare_model(model: onnx.ModelProto, plan: PrecisionPlan, options: BuildOpt
 
 
 def optimize_if_available(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Run the project's graph pipeline when it exists (it is optional for a build)."""
+    """Run the project's graph pipeline (verified in ONNX Runtime) when it is importable.
+
+    A failing pass raises GraphPassError naming the pass; ``--no-optimize`` skips this step.
+    """
     try:
-        from ..graph import pipeline  # type: ignore[attr-defined]
-    except ImportError:
+        from ..graph.pipeline import optimize
+    except ImportError as exc:  # onnx-graphsurgeon missing: building does not need it
+        log.info("graph optimization skipped (%s)", exc)
         return model
-    optimize = getattr(pipeline, "optimize", None)
-    if optimize is None:
-        return model
-    out = optimize(model)
-    # optimize may return (model, report)
-    return out[0] if isinstance(out, tuple) else out
+    optimized, report = optimize(model)
+    log.info("graph optimization: %d -> %d nodes", report.nodes_before, report.nodes_after)
+    return optimized
 
 
 # ---- TensorRT pieces ------------------------------------------------------------------------
@@ -237,6 +238,10 @@ def configure_builder(trt: Any, builder: Any, config: Any, network: Any, options
         cfg.builder_optimization_level = options.optimization_level
     for flag in plan.flags:
         cfg.set_flag(getattr(trt_typed.BuilderFlag, flag))
+    if not options.allow_tf32:
+        tf32 = getattr(trt_typed.BuilderFlag, "TF32", None)
+        if tf32 is not None:
+            cfg.clear_flag(tf32)
     if options.sparse_weights:
         cfg.set_flag(trt_typed.BuilderFlag.SPARSE_WEIGHTS)
     if options.version_compatible:
@@ -267,15 +272,16 @@ def configure_builder(trt: Any, builder: Any, config: Any, network: Any, options
 
 
 def _attach_calibrator(trt: Any, builder: Any, config: Any, options: BuildOptions,
-                       model: onnx.ModelProto) -> Any:
-    from .calibrator import EntropyCalibrator2Adapter  # the precision engineer's adapter
+                       model: onnx.ModelProto, source_hash: str | None) -> Any:
+    """Attach the precision engineer's IInt8EntropyCalibrator2 adapter (TensorRT 10 implicit INT8)."""
+    from .calibrator import EntropyCalibrator2Adapter
 
     inputs = graph_inputs(model)
     batches: list[dict[str, np.ndarray]] = []
     if options.calib_data is not None:
         batches = calibration_batches(options.calib_data, inputs, options.calib_batch_size)
-    cache = options.calib_cache
-    calibrator = EntropyCalibrator2Adapter(batches, cache, [s.name for s in inputs])
+    calibrator = EntropyCalibrator2Adapter(batches, options.calib_cache, [s.name for s in inputs],
+                                           model_hash=source_hash)
     import tensorrt as trt_typed
 
     cfg: trt_typed.IBuilderConfig = config
@@ -311,19 +317,27 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     output = Path(output)
     model = load_onnx(onnx_path)
     source_hash = model_hash(onnx_path)
-    if options.optimize_graph:
-        model = optimize_if_available(model)
-    graph = GraphPrecision.of(model)
-    plan = plan_precision(options.precision, version, graph, strongly_typed=options.strongly_typed,
+    # Optimization passes keep types, so the precision plan can be made on the source.
+    plan = plan_precision(options.precision, version, GraphPrecision.of(model),
+                          strongly_typed=options.strongly_typed,
                           have_ranges=options.ranges is not None,
                           have_calib_data=options.calib_data is not None,
                           have_calib_cache=options.calib_cache is not None,
                           mixed_fp16=options.mixed_fp16, prefer_calibrator=options.legacy_calibrator)
     for note in plan.notes:
         log.info("precision %s on TensorRT %s: %s", options.precision, version, note)
+    # A TensorRT calibration cache names the source model's tensors: passes that
+    # rename or fuse them would make it silently wrong, so they are skipped then.
+    keep_names = plan.use_calibrator and options.calib_cache is not None
+    if options.optimize_graph and not keep_names:
+        model = optimize_if_available(model)
     model, calib_hash = prepare_model(model, plan, options)
+    calib_source_hash = None
     if plan.use_calibrator:
         calib_hash = sha256_file(options.calib_data or options.calib_cache)  # type: ignore[arg-type]
+        from ..quant.ranges import canonical_model_hash
+
+        calib_source_hash = canonical_model_hash(model)
     inputs = graph_inputs(model)
     profiles = resolve_profiles(list(options.profiles), inputs)
     dynamic = any(s.is_dynamic for s in inputs)
@@ -344,7 +358,8 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
 
     config = builder.create_builder_config()
     configure_builder(trt, builder, config, network, options, plan, profiles, version, dynamic)
-    calibrator = _attach_calibrator(trt, builder, config, options, model) if plan.use_calibrator else None
+    calibrator = (_attach_calibrator(trt, builder, config, options, model, calib_source_hash)
+                  if plan.use_calibrator else None)
 
     cache_bytes = load_timing_cache(options.timing_cache, version, gpu)
     timing_cache = None
@@ -360,7 +375,20 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     log.info("building %s engine from %s (TensorRT %s%s) ...", options.precision, onnx_path.name,
              version, f", {gpu.name}" if gpu else "")
     t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and options.calib_data is not None:
+        # TensorRT pulls calibration batches into GPU memory the adapter allocates
+        # with pycuda: make the (primary) context current and initialised for it.
+        from ..runtime.cuda import CudaContext
+
+        ctx = CudaContext(0)
+        try:
+            with ctx:
+                serialized = builder.build_serialized_network(network, config)
+                calibrator.close()
+        finally:
+            ctx.close()
+    else:
+        serialized = builder.build_serialized_network(network, config)
     build_time = time.perf_counter() - t0
     log_path = output.with_name(output.name + ".log")
     atomic_write_text(log_path, "\n".join(log_lines) + "\n")
@@ -370,7 +398,6 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
                          + f"\nFull build log: {log_path}. Try a larger --workspace, a lower "
                            "--optimization-level, or fp32 to isolate the failing layer.")
     atomic_write_bytes(output, bytes(memoryview(serialized)))
-    del calibrator
     if timing_cache is not None and options.timing_cache is not None:
         save_timing_cache(options.timing_cache, bytes(memoryview(timing_cache.serialize())), version, gpu)
 

@@ -85,7 +85,7 @@ def build_onnx_artifact(onnx_path: str | os.PathLike[str], output: str | os.Path
             from .builder import calibration_batches
 
             batches = calibration_batches(options.calib_data, graph_inputs(model), options.calib_batch_size)
-            ranges = calibrate(model, batches, CalibrationOptions())
+            ranges = calibrate(model, batches, CalibrationOptions(method=options.calib_method))
             sources["calibration_data"] = options.calib_data
         else:
             raise InvalidInputError(

@@ -56,10 +56,14 @@ class BuildOptions:
         of the plan (smaller; the target must then have tensorrt_lean).
     hardware_compatibility: None or "ampere_plus" (runs on any Ampere or newer GPU).
     ranges / calib_data / calib_cache: INT8 inputs (see precision).
+    calib_method: our calibrator's method for ``calib_data`` ("entropy", "percentile",
+        "max", "mse": ``trt_edge.quant.CalibrationOptions.method``).
     mixed_fp16: with int8 on TensorRT 10, also allow FP16 kernels for the layers
         left in float (trtexec --int8 --fp16).
     legacy_calibrator: on TensorRT 10, calibrate ``calib_data`` with TensorRT's
         own IInt8EntropyCalibrator2 (implicit INT8) instead of inserting Q/DQ.
+    allow_tf32: let FP32 layers use TF32 tensor cores (TensorRT's default on Ampere+;
+        ~1e-3 relative error). False clears BuilderFlag.TF32 for bit-closer FP32.
     optimize_graph: run ``trt_edge.graph.pipeline.optimize`` (when present) first.
     """
 
@@ -81,8 +85,10 @@ class BuildOptions:
     calib_data: Path | None = None
     calib_cache: Path | None = None
     calib_batch_size: int = 8
+    calib_method: str = "entropy"
     mixed_fp16: bool = False
     legacy_calibrator: bool = False
+    allow_tf32: bool = True
     optimize_graph: bool = True
     log_level: str = "warning"
 

@@ -21,7 +21,10 @@ def add_runner_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
     g.add_argument("--parallel-execution", action="store_true", help="ORT_PARALLEL execution mode")
     g.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"], default="all",
                    help="ONNX Runtime graph optimisation level")
-    g.add_argument("--io-binding", action="store_true", help="bind inputs/outputs explicitly")
+    g.add_argument("--io-binding", dest="io_binding", action="store_const", const=True, default=None,
+                   help="bind inputs/outputs explicitly (default: only on device EPs such as CUDA)")
+    g.add_argument("--no-io-binding", dest="io_binding", action="store_const", const=False,
+                   help="never use IO binding")
     g.add_argument("--no-spinning", action="store_true",
                    help="stop ORT's worker threads busy-waiting (good when sharing the CPU)")
     if inputs:

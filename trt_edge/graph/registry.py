@@ -29,12 +29,16 @@ class PassContext:
     the pipeline copies it into the report.
     ``protected``: tensor names a pass must not remove or rename (graph outputs
     are always protected).
+    ``shapes_inferred``: the graph was imported from a model whose value_info
+    came from ONNX shape inference (the pipeline does this), so a pass may
+    trust the tensors' shapes without running inference again.
     """
 
     opset: int = 17
     options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     stats: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     protected: set[str] = dataclasses.field(default_factory=set)
+    shapes_inferred: bool = False
 
     def option(self, pass_name: str, key: str, default: Any = None) -> Any:
         return self.options.get(pass_name, {}).get(key, default)
@@ -57,6 +61,10 @@ class GraphPass:
     description: str
     default: bool  # part of the default optimize pipeline
     order: int     # position in the default pipeline (lower runs first)
+    # A pass that legitimately changes float rounding (e.g. folding BN scales into conv
+    # weights) declares the looser FP32 tolerance its output needs (a numerics.Tolerance);
+    # None: the pipeline's tolerance (rtol 1e-5 / atol 1e-6 by default) applies.
+    tolerance: Any = None
 
     def __call__(self, graph: Any, ctx: PassContext) -> Any:
         return self.fn(graph, ctx)
@@ -65,15 +73,15 @@ class GraphPass:
 _REGISTRY: dict[str, GraphPass] = {}
 
 
-def register_pass(name: str, *, default: bool = True, order: int = 100
+def register_pass(name: str, *, default: bool = True, order: int = 100, tolerance: Any = None
                   ) -> Callable[[Callable[[Any, PassContext], Any]], Callable[[Any, PassContext], Any]]:
-    """Decorator registering ``fn`` as pass ``name``."""
+    """Decorator registering ``fn`` as pass ``name`` (``tolerance``: see :class:`GraphPass`)."""
 
     def deco(fn: Callable[[Any, PassContext], Any]) -> Callable[[Any, PassContext], Any]:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"graph pass '{name}' is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = GraphPass(name, fn, doc[0] if doc else "", default, order)
+        _REGISTRY[name] = GraphPass(name, fn, doc[0] if doc else "", default, order, tolerance)
         return fn
 
     return deco

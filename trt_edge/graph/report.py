@@ -47,6 +47,7 @@ class PassRecord:
     nodes_after: int
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_abs_error: float | None = None  # vs the original model, over all verification feeds
+    tolerance: dict[str, float] | None = None  # what it was verified against (None: not verified)
 
     @property
     def node_delta(self) -> int:
@@ -67,7 +68,7 @@ class OptimizationReport:
     checks: list[str]                  # which structural checks ran after each pass
     verified: bool                     # numerics checked after every pass
     verification_feeds: int = 0
-    tolerance: dict[str, float] | None = None
+    tolerance: dict[str, float] | None = None  # the loosest any pass needed (see GraphPass.tolerance)
     max_abs_error: float | None = None  # final model vs original
     warnings: list[str] = dataclasses.field(default_factory=list)
 

@@ -274,13 +274,15 @@ class HostBuffer:
     def device_ptr(self) -> int:
         if not self.mapped:
             raise RunnerError("Only a mapped HostBuffer has a device pointer.")
-        return int(self.raw.base.get_device_pointer())
+        base: Any = self.raw.base  # pycuda's HostAllocation owns the pinned memory
+        return int(base.get_device_pointer())
 
     def close(self) -> None:
         if self._array is not None:
             arr, self._array = self._array, None
             try:
-                arr.base.free()
+                owner: Any = arr.base
+                owner.free()
             except Exception as exc:  # noqa: BLE001
                 log.debug("host buffer free: %s", exc)
 

@@ -102,14 +102,15 @@ def open_runner(artifact: Artifact | Runner, backend: str = "auto", *,
         raise InvalidInputError(f"Unknown backend '{backend}': choose one of {', '.join(BACKENDS)}.")
     kind = artifact_kind(artifact)
     if kind == "engine":
+        engine = Path(artifact)  # type: ignore[arg-type]  # engines are always files
         if backend == "onnxruntime":
             raise InvalidInputError(
-                f"'{artifact}' is a TensorRT engine; ONNX Runtime cannot run it. Use --backend tensorrt "
+                f"'{engine}' is a TensorRT engine; ONNX Runtime cannot run it. Use --backend tensorrt "
                 "(or auto), or give the .onnx model it was built from.")
-        if not Path(artifact).exists():  # type: ignore[arg-type]
-            raise InvalidInputError(f"Engine '{artifact}' does not exist. Build it with `trt-edge build`.")
+        if not engine.exists():
+            raise InvalidInputError(f"Engine '{engine}' does not exist. Build it with `trt-edge build`.")
         cls = _tensorrt_runner_class()
-        return cls(artifact, trt_options) if trt_options is not None else cls(artifact)
+        return cls(engine, trt_options) if trt_options is not None else cls(engine)
     want_trt = backend == "tensorrt" or (backend == "auto" and prefer_tensorrt)
     if want_trt:
         if backend == "auto" and not tensorrt_available():

@@ -21,6 +21,8 @@ _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
+# Providers that compute in host memory: IO binding only adds Python work there.
+_HOST_PROVIDERS = frozenset({"CPUExecutionProvider", "AzureExecutionProvider", "XnnpackExecutionProvider"})
 _EXECUTION_MODE = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 
@@ -37,8 +39,11 @@ class OrtOptions:
     latency for one caller, wasted cores when many callers share the machine);
     None keeps ORT's default (spinning on).
     ``io_binding``: bind inputs/outputs explicitly. Outputs whose shapes follow
-    from the input shapes are written straight into arrays returned to the caller
-    (no copy); it is what makes device-resident buffers possible on the CUDA EP.
+    from the input shapes are written straight into arrays returned to the caller;
+    on a device EP (CUDA, TensorRT, ROCm, DirectML) that is one device-to-host copy
+    instead of two. None (the default) means "where it helps": on for a session
+    whose first provider is a device EP, off on the CPU EP, where it measured
+    slower than the plain path (docs/benchmarks/runtime.md).
     ``graph_optimization``: ORT's own optimizer level; "all" for deployment,
     "disable" when the graph itself is being measured or compared.
     ``session_config``: extra ``SessionOptions.add_session_config_entry`` keys for
@@ -50,7 +55,7 @@ class OrtOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     graph_optimization: str = "all"
-    io_binding: bool = False
+    io_binding: bool | None = None
     custom_op_libraries: Sequence[str] = ()
     enable_profiling: bool = False
     log_severity: int = 3
@@ -104,6 +109,12 @@ class OnnxRuntimeRunner(Runner):
         # Set when ORT rejected an output preallocated from the declared shapes (a model
         # whose declared output shape is wrong): later calls let ORT allocate instead.
         self._prealloc_broken = False
+        self._use_binding = False
+
+    @property
+    def uses_io_binding(self) -> bool:
+        """Whether ``infer`` uses IO binding (resolved from ``options.io_binding`` on activation)."""
+        return self._use_binding
 
     def _model_bytes_or_path(self) -> str | bytes:
         if isinstance(self.model, onnx.ModelProto):
@@ -168,6 +179,9 @@ class OnnxRuntimeRunner(Runner):
         self._inputs = [self._spec(i) for i in self.session.get_inputs()]
         self._outputs = [self._spec(o) for o in self.session.get_outputs()]
         self._prealloc_broken = False
+        active = self.session.get_providers()
+        self._use_binding = (bool(active) and active[0] not in _HOST_PROVIDERS) \
+            if self.options.io_binding is None else bool(self.options.io_binding)
         log.debug("ORT session ready (%s) providers=%s", self.name, self.session.get_providers())
 
     @staticmethod
@@ -248,7 +262,7 @@ class OnnxRuntimeRunner(Runner):
             raise RunnerError(f"Runner '{self.name}' was deactivated while an inference was starting.")
         names = [o.name for o in self._outputs]
         try:
-            if self.options.io_binding:
+            if self._use_binding:
                 try:
                     return self._run_bound(feed, prealloc=not self._prealloc_broken)
                 except Exception as exc:  # noqa: BLE001
@@ -274,7 +288,7 @@ class OnnxRuntimeRunner(Runner):
                      "execution_mode": self.options.execution_mode,
                      "graph_optimization": self.options.graph_optimization,
                      "allow_spinning": self.options.allow_spinning,
-                     "io_binding": self.options.io_binding})
+                     "io_binding": self._use_binding if self.session else self.options.io_binding})
         return info
 
 

@@ -8,6 +8,7 @@ imported on activation only.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -123,7 +124,6 @@ def load_torch_factory(spec: str) -> Any:
             path = Path(mod_name)
             if not path.exists():
                 raise InvalidInputError(f"Python file '{path}' (from --torch) does not exist.")
-            import importlib.util
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
             if module_spec is None or module_spec.loader is None:
                 raise InvalidInputError(f"Cannot import '{path}' as a Python module.")

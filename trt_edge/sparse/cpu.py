@@ -147,3 +147,46 @@ def sparse_linear(x: np.ndarray, weight: SparseWeight, bias: np.ndarray | None =
         raise InvalidInputError(f"SparseLinear CPU kernel failed: "
                                 f"{lib.tes_status_string(status).decode()} (status {status}).")
     return out
+
+
+class PreparedSparseLinear:
+    """A weight bound to the native kernel for repeated calls with little Python overhead.
+
+    What benchmarks and format selection time: per call it only checks ``x``/``out``
+    shapes and dtypes and passes pointers (the weight arrays are validated once here).
+    """
+
+    def __init__(self, weight: SparseWeight, bias: np.ndarray | None = None, *,
+                 num_threads: int = 0) -> None:
+        validate(weight)
+        self._lib = load_library()
+        self.weight = weight
+        self.dtype = weight.values.dtype
+        self._keep = [np.ascontiguousarray(weight.row_ptr), np.ascontiguousarray(weight.col_idx),
+                      np.ascontiguousarray(weight.values)]
+        self._bias = None if bias is None else np.ascontiguousarray(bias, dtype=self.dtype)
+        suffix = "f16" if self.dtype == np.float16 else "f32"
+        rp, ci, v = (a.ctypes.data for a in self._keep)
+        b = _ptr(self._bias)
+        n, k = weight.shape
+        self.n, self.k = n, k
+        if isinstance(weight, CsrWeight):
+            fn = getattr(self._lib, f"tes_linear_csr_{suffix}")
+            self._call = lambda m, x, y: fn(m, n, k, rp, ci, v, b, x, y, num_threads, 0)
+        else:
+            fn = getattr(self._lib, f"tes_linear_bsr_{suffix}")
+            br, bc = weight.block
+            self._call = lambda m, x, y: fn(m, n, k, br, bc, rp, ci, v, b, x, y, num_threads, 0)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out[:] = x @ W^T + bias`` for C-contiguous 2-D ``x`` [M, K] and ``out`` [M, N]."""
+        if (x.dtype != self.dtype or out.dtype != self.dtype or x.ndim != 2 or x.shape[1] != self.k
+                or out.shape != (x.shape[0], self.n) or not x.flags.c_contiguous
+                or not out.flags.c_contiguous):
+            raise InvalidInputError(f"PreparedSparseLinear needs C-contiguous {self.dtype} x [M, "
+                                    f"{self.k}] and out [M, {self.n}].")
+        status = self._call(x.shape[0], x.ctypes.data, out.ctypes.data)
+        if status != 0:
+            raise InvalidInputError(f"SparseLinear CPU kernel failed: "
+                                    f"{self._lib.tes_status_string(status).decode()}.")
+        return out

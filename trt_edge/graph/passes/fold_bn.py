@@ -7,10 +7,13 @@ beta``. The new parameters are computed in float64 and rounded once to the
 weight dtype. TensorRT fuses Conv+BN itself, but folding also removes a node
 per layer for ONNX Runtime and for every other consumer of the file.
 
-Numerics: ``conv(x, W * s)`` rounds differently from ``conv(x, W) * s``, a
-reordering of float products (not of sums); differences are a few float32
-ULPs of the output, inside rtol 1e-5 on real models (measured in
-tests/graph/test_graph_fold_bn.py).
+Numerics: ``conv(x, W * s)`` rounds differently from ``conv(x, W) * s`` (the
+products are rounded at another point; sums are not reordered). The error is
+a few float32 ULPs of the accumulated terms, not of the (possibly near-zero)
+output, so on random O(1) data it reaches ~1x the rtol 1e-5 / atol 1e-6
+allowance. The pass therefore declares ``FOLD_BN_TOLERANCE`` (rtol 1e-4, atol
+1e-5, the same as torch-vs-ORT export checks); the pipeline verifies with it
+from this pass on, and says so in the report.
 """
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from ...numerics import Tolerance
 from ..registry import PassContext, register_pass
 from ._common import (constant_value, gs_module, is_constant, is_default_domain, is_empty,
                       protected_names, unique_name)
 
 log = logging.getLogger(__name__)
+
+FOLD_BN_TOLERANCE = Tolerance(rtol=1e-4, atol=1e-5)
 
 
 def _bn_params(bn: Any, opset: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -86,7 +92,7 @@ def _fold_into_gemm(gemm: Any, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray
     return b_new.astype(dtype), c_new.astype(dtype)
 
 
-@register_pass("fold_bn", order=40)
+@register_pass("fold_bn", order=40, tolerance=FOLD_BN_TOLERANCE)
 def fold_bn(graph: Any, ctx: PassContext) -> Any:
     """Fold BatchNormalization (inference mode, constant statistics) into a preceding Conv, ConvTranspose or Gemm.
 

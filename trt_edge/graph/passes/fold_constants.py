@@ -146,7 +146,7 @@ def fold_constants(graph: Any, ctx: PassContext) -> Any:
         prod = t.inputs[0]
         idx = next(i for i, o in enumerate(prod.outputs) if o is t)
         prod.outputs[idx] = gs.Variable(f"{name}__folded_away")
-        t.to_constant(np.ascontiguousarray(values[name]))
+        t.to_constant(np.array(values[name], order="C"))  # keeps 0-d shapes
     before = len(graph.nodes)
     graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=False).toposort()
     ctx.record("fold_constants", folded_nodes=before - len(graph.nodes), materialized=len(materialize),

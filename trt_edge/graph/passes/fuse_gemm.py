@@ -34,7 +34,7 @@ def fuse_gemm(graph: Any, ctx: PassContext) -> Any:
     The Add's output tensor keeps its name; nothing else changes.
     """
     protected = protected_names(graph, ctx)
-    shapes = inferred_shapes(graph)
+    shapes = inferred_shapes(graph, ctx.shapes_inferred)
     fused = 0
     for mm in list(graph.nodes):
         if mm.op != "MatMul" or not is_default_domain(mm) or len(mm.inputs) != 2:

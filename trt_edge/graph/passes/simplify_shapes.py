@@ -24,18 +24,21 @@ log = logging.getLogger(__name__)
 Dims = list[int | None]
 
 
-def inferred_shapes(graph: Any) -> dict[str, Dims]:
+def inferred_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, Dims]:
     """Static knowledge of every tensor's shape (None for an unknown dimension).
 
-    Runs ONNX shape inference with data propagation on an export of ``graph``;
-    a model that shape inference cannot handle yields whatever the graph's own
-    annotations say.
+    Runs ONNX shape inference with data propagation on an export of ``graph``
+    (skipped with ``trust_annotations``, when the graph's shapes already came
+    from that inference); a model that shape inference cannot handle yields
+    whatever the graph's own annotations say.
     """
     gs = gs_module()
     shapes: dict[str, Dims] = {}
     for name, t in graph.tensors().items():
         if t.shape is not None:
             shapes[name] = [d if isinstance(d, (int, np.integer)) and d >= 0 else None for d in t.shape]
+    if trust_annotations:
+        return shapes
     try:
         model = gs.export_onnx(graph, do_type_check=False)
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -120,7 +123,7 @@ def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
     dimensions are left dynamic.
     """
     graph.toposort()
-    shapes = inferred_shapes(graph)
+    shapes = inferred_shapes(graph, ctx.shapes_inferred)
     protected = protected_names(graph, ctx)
     stats = {"shape": 0, "gather": 0, "slice": 0, "size": 0, "reshape_noop": 0, "reshape_chain": 0}
     for node in list(graph.nodes):

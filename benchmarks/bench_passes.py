@@ -1,0 +1,231 @@
+"""Compare ``trt-edge optimize`` with onnxslim and onnxsim on the same models.
+
+For each model: node count, optimizer wall time, ONNX Runtime latency of the
+result (median over interleaved repeats, as a ratio to the original and to
+onnxslim's output) and the max abs output difference vs the original on the
+same inputs. Each optimizer runs in its own try: a failure is reported, not
+fatal. Models are built from the project's offline weights (MNIST CNN trained
+for a few seconds, MobileNetV2 ImageNet, MiniLM with both torch exporters)
+unless given with --model.
+
+    python benchmarks/bench_passes.py --json benchmarks/results/bench_passes.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import importlib.metadata
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from trt_edge.artifacts import atomic_write_json, machine_info, tool_versions  # noqa: E402
+from trt_edge.graph import OptimizeOptions, optimize  # noqa: E402
+from trt_edge.graph.report import op_histogram  # noqa: E402
+from trt_edge.onnx_io import graph_inputs, random_inputs  # noqa: E402
+
+
+def build_models(workdir: Path) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
+    """Export the real models once into ``workdir``; return name -> (path, real feed)."""
+    import torch
+
+    from trt_edge.export import ExportOptions, export_onnx
+    workdir.mkdir(parents=True, exist_ok=True)
+    models: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
+
+    from trt_edge.data.mnist import load_mnist
+    split = load_mnist()
+    p = workdir / "mnist_cnn.onnx"
+    if not p.exists():
+        from trt_edge.models.mnist import train_mnist_cnn
+        net = train_mnist_cnn(split, seconds=5.0, seed=0)
+        export_onnx(net, torch.from_numpy(split.x_test[:2]), p,
+                    ExportOptions(input_names=["input"], output_names=["logits"], exporter="torchscript"))
+    models["mnist_cnn"] = (p, {"input": split.x_test[:8]})
+
+    from trt_edge.data.images import imagenet_photos
+    photos = imagenet_photos()[0]
+    p = workdir / "mobilenet_v2.onnx"
+    if not p.exists():
+        from trt_edge.models.mobilenetv2 import mobilenet_v2_imagenet
+        export_onnx(mobilenet_v2_imagenet(), torch.from_numpy(photos[:2]), p,
+                    ExportOptions(input_names=["input"], output_names=["logits"], exporter="torchscript"))
+    models["mobilenet_v2"] = (p, {"input": photos[:1]})
+
+    from trt_edge.data.sentences import lee_documents
+    from trt_edge.models.minilm import load_minilm
+    bundle = load_minilm()
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+            "embeddings": {0: "batch"}}
+    sample = bundle.tokenize(["A robot arm picks up the red cube.", "Sensors report a blocked path."])
+    for exporter in ("torchscript", "dynamo"):
+        p = workdir / f"minilm_{exporter}.onnx"
+        if not p.exists():
+            export_onnx(bundle.module, tuple(torch.from_numpy(sample[k]) for k in ("input_ids", "attention_mask")),
+                        p, ExportOptions(exporter=exporter, input_names=["input_ids", "attention_mask"],
+                                         output_names=["embeddings"], dynamic_axes=axes))
+        models[f"minilm_{exporter}"] = (p, bundle.tokenize(lee_documents()[:4], max_length=128))
+    return models
+
+
+def _ours(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
+    return optimize(model, OptimizeOptions(real_inputs=[feed]))[0]
+
+
+def _onnxslim(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
+    import onnxslim
+    return onnxslim.slim(model)
+
+
+def _onnxsim(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> onnx.ModelProto:
+    import onnxsim
+    out, ok = onnxsim.simplify(model)
+    if not ok:
+        raise RuntimeError("onnxsim's own check failed")
+    return out
+
+
+OPTIMIZERS: dict[str, Callable[[onnx.ModelProto, dict[str, np.ndarray]], onnx.ModelProto]] = {
+    "trt_edge": _ours, "onnxslim": _onnxslim, "onnxsim": _onnxsim}
+
+
+def _session(model: onnx.ModelProto, level: str, threads: int) -> Any:
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                   "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[level]
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], repeats: int,
+                      iters: int) -> dict[str, dict[str, float]]:
+    """Per-variant median / p90 of per-call latency; variants alternate inside every repeat."""
+    for s in sessions.values():  # warm-up
+        for _ in range(3):
+            s.run(None, feed)
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    order = list(sessions)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else reversed(order):  # alternate the order too
+            s = sessions[name]
+            t0 = time.perf_counter_ns()
+            for _ in range(iters):
+                s.run(None, feed)
+            samples[name].append((time.perf_counter_ns() - t0) / iters / 1e6)
+    return {k: {"median_ms": statistics.median(v), "p90_ms": float(np.percentile(v, 90))}
+            for k, v in samples.items()}
+
+
+def bench_model(name: str, path: Path, feed: dict[str, np.ndarray], repeats: int, iters: int,
+                threads: int, levels: list[str]) -> dict[str, Any]:
+    original = onnx.load(str(path))
+    feed = {k: v for k, v in feed.items() if k in {s.name for s in graph_inputs(original)}}
+    if not feed:
+        feed = random_inputs(graph_inputs(original), dim_values={"batch": 1, "sequence": 64})
+    variants: dict[str, onnx.ModelProto] = {"original": original}
+    result: dict[str, Any] = {"model": name, "path": str(path), "optimizers": {}}
+    for opt_name, fn in OPTIMIZERS.items():
+        entry: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        try:
+            out = fn(original, feed)
+        except Exception as exc:  # noqa: BLE001 - report, keep going
+            entry["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        else:
+            entry["seconds"] = time.perf_counter() - t0
+            variants[opt_name] = out
+        result["optimizers"][opt_name] = entry
+    result["nodes"] = {k: sum(op_histogram(m).values()) for k, m in variants.items()}
+    ref_sess = _session(original, "disable", threads)
+    ref = ref_sess.run(None, feed)
+    for k, m in variants.items():
+        out = _session(m, "disable", threads).run(None, feed)
+        diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                   for a, b in zip(out, ref))
+        result.setdefault("max_abs_diff", {})[k] = diff
+    for level in levels:
+        sessions = {k: _session(m, level, threads) for k, m in variants.items()}
+        result.setdefault("latency", {})[level] = _time_interleaved(sessions, feed, repeats, iters)
+    return result
+
+
+def _table(results: list[dict[str, Any]], levels: list[str]) -> str:
+    lines = []
+    head = f"{'model':<20}{'variant':<10}{'nodes':>7}{'opt_s':>8}{'max_abs_diff':>14}"
+    for level in levels:
+        head += f"{'ms(' + level + ')':>14}{'x orig':>8}{'x slim':>8}"
+    lines.append(head)
+    for r in results:
+        for k in ["original", *OPTIMIZERS]:
+            if k not in r["nodes"]:
+                err = r["optimizers"].get(k, {}).get("error", "")
+                lines.append(f"{r['model']:<20}{k:<10}  FAILED: {err[:80]}")
+                continue
+            secs = r["optimizers"].get(k, {}).get("seconds")
+            line = (f"{r['model']:<20}{k:<10}{r['nodes'][k]:>7}"
+                    f"{'-' if secs is None else f'{secs:.2f}':>8}{r['max_abs_diff'][k]:>14.3e}")
+            for level in levels:
+                lat = r["latency"][level]
+                med = lat[k]["median_ms"]
+                vs_slim = med / lat["onnxslim"]["median_ms"] if "onnxslim" in lat else float("nan")
+                line += f"{med:>14.3f}{med / lat['original']['median_ms']:>8.3f}{vs_slim:>8.3f}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default=str(HERE / "results" / "bench_passes.json"))
+    ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "trt_edge_bench_models"),
+                    help="where the exported models are cached (kept out of the repository)")
+    ap.add_argument("--models", default="", help="comma-separated subset of the built-in models")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (1: least noise)")
+    ap.add_argument("--levels", default="all,disable",
+                    help="ORT graph-optimisation levels to time: all (as deployed), disable (the graph as is)")
+    args = ap.parse_args(argv)
+    levels = [lv for lv in args.levels.split(",") if lv]
+    models = build_models(Path(args.workdir))
+    if args.models:
+        keep = set(args.models.split(","))
+        models = {k: v for k, v in models.items() if k in keep}
+    results = []
+    for name, (path, feed) in models.items():
+        print(f"benchmarking {name} ...", file=sys.stderr)
+        results.append(bench_model(name, path, feed, args.repeats, args.iters, args.threads, levels))
+    print(_table(results, levels))
+    atomic_write_json(args.json, {
+        "benchmark": "bench_passes", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv), "machine": machine_info(),
+        "versions": {**tool_versions(), **{d: importlib.metadata.version(d) for d in ("onnxslim", "onnxsim")
+                                           if _installed(d)}},
+        "settings": {"repeats": args.repeats, "iters": args.iters, "threads": args.threads, "levels": levels},
+        "results": results})
+    print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Throughput of the ONNX Runtime runner against the number of threads.
+
+Two ways to use more cores, measured side by side on the same sessions:
+
+- ``batch``: ``Runner.infer_batch(feeds, num_threads=N)`` - N callers share one
+  session (intra-op threads = 1 each, so the callers are the parallelism);
+- ``intra``: one caller, ``OrtOptions(intra_op_threads=N)`` - ORT splits each
+  operator over N threads;
+- ``nospin``: as ``intra`` with ``allow_spinning=False`` (workers sleep between ops);
+- ``iobind``: the batch API with N=1 and ``io_binding=True`` (outputs written into
+  the returned arrays directly) against the plain ``session.run`` path (N=1 rows).
+
+Workloads: the MNIST CNN (weights do not change CPU time, so it is not trained
+here) at batch 1 and 32, and all-MiniLM-L6-v2 (real weights) at batch 1 x 32
+tokens and batch 8 x 64 tokens. Configurations are interleaved within each
+repeat and the median over repeats is reported; throughput = inferences / wall
+time of a run of ``--seconds`` (the number of feeds per run is calibrated from a
+warm-up). Prints a table and writes JSON (``--json``).
+
+    python benchmarks/bench_runner_threads.py --threads 1,2,4 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trt_edge.artifacts import atomic_write_json, machine_info, tool_versions
+from trt_edge.runtime import OnnxRuntimeRunner, OrtOptions
+
+log = logging.getLogger("bench_runner_threads")
+DEFAULT_JSON = Path(__file__).parent / "results" / "runner_threads.json"
+
+
+def export_models(workdir: Path, with_minilm: bool) -> dict[str, Path]:
+    import torch
+
+    from trt_edge.export import ExportOptions, export_onnx
+    from trt_edge.models.mnist import MnistCNN
+
+    torch.manual_seed(0)
+    paths = {"mnist": export_onnx(MnistCNN().eval(), torch.zeros(2, 1, 28, 28), workdir / "mnist.onnx",
+                                  ExportOptions(input_names=["input"], output_names=["logits"],
+                                                exporter="torchscript")).path}
+    if with_minilm:
+        from trt_edge.models.minilm import load_minilm
+        bundle = load_minilm()
+        feed = bundle.tokenize(["A robot arm picks up the red cube.", "Sensors report a blocked path ahead."])
+        axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                "embeddings": {0: "batch"}}
+        paths["minilm"] = export_onnx(
+            bundle.module, tuple(torch.from_numpy(feed[k]) for k in ("input_ids", "attention_mask")),
+            workdir / "minilm.onnx", ExportOptions(input_names=["input_ids", "attention_mask"],
+                                                   output_names=["embeddings"], dynamic_axes=axes,
+                                                   exporter="torchscript")).path
+    return paths
+
+
+def workloads(paths: dict[str, Path]) -> list[tuple[str, Path, dict[str, np.ndarray], int]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for batch in (1, 32):
+        out.append((f"mnist b{batch}", paths["mnist"],
+                    {"input": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)}, batch))
+    if "minilm" in paths:
+        for batch, seq in ((1, 32), (8, 64)):
+            ids = rng.integers(1000, 20000, (batch, seq)).astype(np.int64)
+            ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+            out.append((f"minilm b{batch}x{seq}", paths["minilm"],
+                        {"input_ids": ids, "attention_mask": np.ones((batch, seq), np.int64)}, batch))
+    return out
+
+
+def configs(threads: list[int]) -> list[tuple[str, int, OrtOptions]]:
+    cfg: list[tuple[str, int, OrtOptions]] = []
+    for n in threads:
+        cfg.append(("batch", n, OrtOptions(intra_op_threads=1)))
+    for n in threads:
+        cfg.append(("intra", n, OrtOptions(intra_op_threads=n)))
+    for n in threads:
+        if n > 1:  # ORT's workers busy-wait by default; on a shared CPU that steals the callers' cores
+            cfg.append(("nospin", n, OrtOptions(intra_op_threads=n, allow_spinning=False)))
+    cfg.append(("iobind", 1, OrtOptions(intra_op_threads=1, io_binding=True)))
+    return cfg
+
+
+def measure(runner: OnnxRuntimeRunner, feed: dict[str, np.ndarray], mode: str, n: int, calls: int) -> float:
+    """Inferences per second over ``calls`` calls."""
+    feeds = [feed] * calls
+    t0 = time.perf_counter_ns()
+    runner.infer_batch(feeds, num_threads=n if mode == "batch" else 1)
+    return calls / ((time.perf_counter_ns() - t0) / 1e9)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", default="1,2,4", help="thread counts (default 1,2,4)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats; the median is reported")
+    ap.add_argument("--seconds", type=float, default=0.3, help="target wall time of one measurement")
+    ap.add_argument("--no-minilm", action="store_true", help="MNIST only (fast)")
+    ap.add_argument("--json", default=str(DEFAULT_JSON), help=f"output JSON (default {DEFAULT_JSON})")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    threads = [int(t) for t in args.threads.split(",")]
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = export_models(Path(tmp), with_minilm=not args.no_minilm)
+        for name, path, feed, batch in workloads(paths):
+            runners = [(mode, n, OnnxRuntimeRunner(path, opts).activate()) for mode, n, opts in configs(threads)]
+            try:
+                # Calibrate the number of calls per measurement from the single-thread latency.
+                probe = runners[0][2]
+                for _ in range(5):
+                    probe.infer(feed)
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    probe.infer(feed)
+                per_call = (time.perf_counter() - t0) / 5
+                calls = max(8, int(args.seconds / per_call))
+                samples: dict[tuple[str, int], list[float]] = {(m, n): [] for m, n, _ in runners}
+                for mode, n, r in runners:  # warm every session (thread pools, allocators)
+                    measure(r, feed, mode, n, max(4, calls // 10))
+                for _ in range(args.repeats):
+                    for mode, n, r in runners:
+                        samples[(mode, n)].append(measure(r, feed, mode, n, calls))
+            finally:
+                for _, _, r in runners:
+                    r.deactivate()
+            base = statistics.median(samples[("batch", 1)])
+            for (mode, n), vals in samples.items():
+                med = statistics.median(vals)
+                rows.append({"workload": name, "mode": mode, "threads": n, "batch": batch, "calls_per_run": calls,
+                             "inferences_per_s": med, "samples_per_s": med * batch,
+                             "speedup_vs_1_thread": med / base, "runs": vals})
+            log.info("done: %s", name)
+
+    header = f"{'workload':<18}{'mode':<8}{'threads':>8}{'inf/s':>11}{'samples/s':>12}{'vs 1 thr':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['workload']:<18}{r['mode']:<8}{r['threads']:>8}{r['inferences_per_s']:>11.1f}"
+              f"{r['samples_per_s']:>12.1f}{r['speedup_vs_1_thread']:>10.2f}")
+    result = {"benchmark": "runner_threads", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+              "machine": machine_info(), "tool_versions": tool_versions(), "repeats": args.repeats,
+              "seconds_per_run": args.seconds, "rows": rows}
+    atomic_write_json(args.json, result)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model compression: pruning (and, later, distillation, low-rank, weight sharing, QAT)."""

@@ -1,0 +1,115 @@
+"""``calibrate(model, data, options) -> CalibrationResult``: the calibration entry point."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Iterable
+
+import numpy as np
+import onnx
+
+from ..errors import CalibrationError, InvalidInputError
+from ..log import stage
+from .collect import collect_histograms, float_activations
+from .methods import METHODS, compute_amax
+from .qdq import QuantizeOptions, tensors_to_calibrate
+from .ranges import CalibrationResult, TensorRange, canonical_model_hash
+
+log = logging.getLogger(__name__)
+SCOPES = ("qdq", "all")
+
+
+@dataclasses.dataclass
+class CalibrationOptions:
+    """How activations are calibrated.
+
+    ``method``: "entropy" (TensorRT EntropyCalibration2, the default), "percentile",
+    "max" or "mse". ``num_bins``: histogram bins (at least; see ``AbsHistogram``).
+    ``percentile``: for the percentile method. ``num_quant_bins``: entropy levels
+    (128 for int8). ``max_samples``: stop after this many samples (None: all the
+    reader gives). ``batch_size``/``seed``: used when ``calibrate`` is given raw
+    arrays rather than a reader. ``scope``: "qdq" calibrates the tensors Q/DQ
+    insertion needs (with ``quantize``'s placement options), "all" every float
+    activation (what a TensorRT implicit-INT8 cache wants).
+    ``exclude_nodes``/``exclude_op_types``: passed to the placement, so excluded
+    layers are not calibrated. ``target``: placement target ("tensorrt"/"onnxruntime").
+    """
+
+    method: str = "entropy"
+    num_bins: int = 2048
+    percentile: float = 99.99
+    num_quant_bins: int = 128
+    max_samples: int | None = None
+    batch_size: int = 32
+    seed: int = 0
+    scope: str = "qdq"
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    target: str = "tensorrt"
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidInputError(f"Unknown calibration method '{self.method}'; use one of {METHODS}.")
+        if self.scope not in SCOPES:
+            raise InvalidInputError(f"scope must be one of {SCOPES}, got '{self.scope}'.")
+        if self.num_bins < 256:
+            raise InvalidInputError(f"num_bins must be >= 256, got {self.num_bins}.")
+        if not 0 < self.percentile <= 100:
+            raise InvalidInputError(f"percentile must be in (0, 100], got {self.percentile}.")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise InvalidInputError("max_samples must be >= 1 or None.")
+        if self.batch_size < 1:
+            raise InvalidInputError("batch_size must be >= 1.")
+        self.exclude_nodes = tuple(self.exclude_nodes)
+        self.exclude_op_types = tuple(self.exclude_op_types)
+
+    def placement(self) -> QuantizeOptions:
+        return QuantizeOptions(exclude_nodes=self.exclude_nodes, exclude_op_types=self.exclude_op_types,
+                               target=self.target, check_model_hash=False)
+
+
+def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
+              data: Iterable[dict[str, np.ndarray]] | dict[str, np.ndarray],
+              options: CalibrationOptions | None = None) -> CalibrationResult:
+    """Calibrate ``model`` (FP32) on ``data`` and return per-tensor ranges.
+
+    ``data``: any iterable of ``{input_name: batch}`` (a reader from
+    :mod:`trt_edge.quant.data`), or a dict of full arrays (batched here with
+    ``options.batch_size``). Memory stays bounded by one batch's activations plus
+    ``2 * num_bins`` counters per tensor, whatever the number of samples.
+    The result carries the model's canonical hash and the options.
+    """
+    opt = options or CalibrationOptions()
+    if not isinstance(model, onnx.ModelProto):
+        from ..artifacts import load_onnx
+        model = load_onnx(model)
+    if isinstance(data, dict):
+        from .data import NumpyReader
+        data = NumpyReader(data, batch_size=opt.batch_size, max_samples=opt.max_samples, seed=opt.seed)
+    t0 = time.perf_counter()
+    tensors = tensors_to_calibrate(model, opt.placement()) if opt.scope == "qdq" else float_activations(model)
+    if not tensors:
+        raise CalibrationError("The model has no float activations to calibrate.")
+    with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
+        coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
+                                  histograms=opt.method != "max", max_samples=opt.max_samples,
+                                  show_progress=opt.show_progress)
+    ranges: dict[str, TensorRange] = {}
+    with stage("computing ranges"):
+        for name, hist in coll.histograms.items():
+            amax = compute_amax(hist, opt.method, percentile=opt.percentile,
+                                num_quant_bins=opt.num_quant_bins)
+            ranges[name] = TensorRange(amax=float(amax), observed_amax=float(hist.amax), count=int(hist.total))
+            if hist.nonfinite:
+                log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
+                            name, hist.nonfinite)
+    settings = dataclasses.asdict(opt)
+    settings.pop("show_progress", None)
+    result = CalibrationResult(ranges=ranges, model_hash=canonical_model_hash(model), settings=settings,
+                               num_samples=coll.num_samples, num_batches=coll.num_batches)
+    log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,
+             time.perf_counter() - t0)
+    return result

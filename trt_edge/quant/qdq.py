@@ -1,0 +1,494 @@
+"""Explicit INT8 quantization: QuantizeLinear/DequantizeLinear insertion by TensorRT's rules.
+
+Rules (TENSORRT.md, "Explicit quantization"):
+- int8, symmetric, zero point 0 everywhere;
+- weights: stored as int8 initializers with a per-output-channel DequantizeLinear
+  (axis 0 for Conv, 1 for ConvTranspose, the output axis of Gemm/MatMul weights);
+- activations: one per-tensor Q/DQ pair per tensor, placed on the *inputs* of
+  Conv/ConvTranspose/Gemm/MatMul and where TensorRT needs them to fuse: both inputs
+  of a residual Add next to a convolution, pooling inputs, Concat inputs (one
+  shared scale so the concatenation needs no requantization);
+- everything else (Softmax, LayerNorm, the attention-mask arithmetic, ...) stays float.
+
+``target="onnxruntime"`` adds what ONNX Runtime's CPU provider needs to fuse the
+same graph into real int8 kernels (QLinearConv/QLinearMatMul): Q/DQ on the
+outputs of the quantized compute ops and int32 biases; activations are stored as
+uint8 with zero point 128, which is the very same symmetric grid (q_u8 = q_s8 + 128)
+but selects ONNX Runtime's faster u8s8 kernels on x86. TensorRT also accepts
+that graph, but the default ``"tensorrt"`` keeps biases in float as TensorRT prefers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..errors import QuantizationError
+from .collect import FLOAT_TYPES, tensor_types
+from .methods import MIN_AMAX, per_channel_amax, symmetric_scale
+from .ranges import CalibrationResult, canonical_model_hash
+
+log = logging.getLogger(__name__)
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool")
+# Ops through which a residual branch still "comes from a convolution".
+_PASS_THROUGH = ("Relu", "Clip", "BatchNormalization", "Identity", "LeakyRelu", "Sigmoid", "Mul")
+TARGETS = ("tensorrt", "onnxruntime")
+
+
+@dataclasses.dataclass
+class QuantizeOptions:
+    """What :func:`quantize_qdq` quantizes and how.
+
+    ``op_types``: compute ops whose inputs get Q/DQ. ``residual_add``/``pooling``/
+    ``concat``: the fusion helpers TensorRT needs. ``activation_matmul``: also
+    quantize MatMuls whose both inputs are activations (attention Q.K^T, P.V).
+    ``exclude_nodes``/``exclude_op_types``: keep these in float (e.g. the worst
+    layers found by :func:`trt_edge.quant.sensitivity.layer_sensitivity`).
+    ``per_channel``: per-output-channel weight scales (else one scale per weight).
+    ``target``: "tensorrt" (inputs only, float bias) or "onnxruntime" (plus output
+    Q/DQ and int32 bias, so ONNX Runtime runs int8 kernels).
+    ``check_model_hash``: refuse ranges calibrated on another model.
+    """
+
+    op_types: tuple[str, ...] = COMPUTE_OPS
+    residual_add: bool = True
+    pooling: bool = True
+    concat: bool = True
+    activation_matmul: bool = True
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    per_channel: bool = True
+    target: str = "tensorrt"
+    check_model_hash: bool = True
+    check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise QuantizationError(f"target must be one of {TARGETS}, got {self.target!r}.")
+        self.op_types = tuple(self.op_types)
+        self.exclude_nodes = tuple(self.exclude_nodes)
+        self.exclude_op_types = tuple(self.exclude_op_types)
+
+
+@dataclasses.dataclass
+class WeightSlot:
+    node: str
+    input_index: int
+    tensor: str
+    axis: int | None  # None: per-tensor
+
+
+@dataclasses.dataclass
+class QdqPlan:
+    """Where Q/DQ go, computed from the graph alone (no ranges needed).
+
+    ``activations``: tensor -> consumer slots ``(node_name, input_index)``;
+    ``weights``: weight slots; ``outputs``: compute-op outputs to quantize
+    (onnxruntime target); ``shared_scale``: groups of tensors (Concat inputs) that
+    must share one scale; ``quantized_nodes``: the nodes that will run in INT8.
+    """
+
+    activations: dict[str, list[tuple[str, int]]]
+    weights: list[WeightSlot]
+    outputs: list[str]
+    shared_scale: list[list[str]]
+    quantized_nodes: list[str]
+    biases: list[tuple[str, int, str, str]]  # node, input index, activation, weight
+    nonnegative: set[str] = dataclasses.field(default_factory=set)  # ORT target: uint8, zero point 0
+
+    def activation_tensors(self) -> list[str]:
+        return list(dict.fromkeys(list(self.activations) + self.outputs))
+
+
+def _node_names(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (slots are addressed by node name)."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def _weight_axis(node: onnx.NodeProto, idx: int, w: np.ndarray, per_channel: bool) -> int | None:
+    if not per_channel or w.ndim < 2:
+        return None
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1 if _attr(node, "group", 1) == 1 else None
+    if node.op_type == "Gemm":
+        if idx == 1:
+            return 0 if _attr(node, "transB", 0) else 1
+        return None
+    if node.op_type == "MatMul" and idx == 1 and w.ndim == 2:
+        return 1
+    return None
+
+
+def plan_qdq(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> QdqPlan:
+    """Decide Q/DQ placement for ``model`` (nodes must be named: see :func:`quantize_qdq`)."""
+    opt = options or QuantizeOptions()
+    g = model.graph
+    types = tensor_types(model)
+    consts = _constants(model)
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in g.output}
+
+    def is_float_act(t: str) -> bool:
+        return bool(t) and t not in consts and types.get(t, onnx.TensorProto.FLOAT) in FLOAT_TYPES \
+            and (t in producer or t in {i.name for i in g.input})
+
+    def excluded(n: onnx.NodeProto) -> bool:
+        return n.name in opt.exclude_nodes or n.op_type in opt.exclude_op_types
+
+    def from_conv(t: str, depth: int = 0) -> bool:
+        n = producer.get(t)
+        if n is None or depth > 4:
+            return False
+        if n.op_type in ("Conv", "ConvTranspose"):
+            return True
+        return n.op_type in _PASS_THROUGH and bool(n.input) and from_conv(n.input[0], depth + 1)
+
+    nonneg: set[str] = set()
+
+    def _ort_output(y: str) -> str | None:
+        """The tensor to quantize after a compute op for ONNX Runtime: its output, or the output
+        of a following ReLU/Clip(0, x) quantized as uint8 with zero point 0, which makes the
+        activation redundant so ORT fuses op + activation into one int8 kernel."""
+        if y in graph_outputs:
+            return None
+        cons = consumers.get(y, [])
+        if len(cons) == 1 and not excluded(cons[0]) and cons[0].output[0] not in graph_outputs:
+            c = cons[0]
+            lo = consts.get(c.input[1]) if c.op_type == "Clip" and len(c.input) > 1 and c.input[1] else None
+            if c.op_type == "Relu" or (c.op_type == "Clip" and lo is not None and float(lo) == 0.0):
+                nonneg.add(c.output[0])
+                return c.output[0]
+        return y
+
+    acts: dict[str, list[tuple[str, int]]] = {}
+    weights: list[WeightSlot] = []
+    outputs: list[str] = []
+    shared: list[list[str]] = []
+    biases: list[tuple[str, int, str, str]] = []
+    qnodes: list[str] = []
+
+    def add_act(t: str, n: onnx.NodeProto, i: int) -> None:
+        acts.setdefault(t, []).append((n.name, i))
+
+    for n in g.node:
+        if excluded(n):
+            continue
+        if n.op_type in opt.op_types and n.op_type in COMPUTE_OPS:
+            if len(n.input) < 2:
+                continue
+            x, w = n.input[0], n.input[1]
+            if n.op_type == "MatMul" and not (w in consts) and not opt.activation_matmul:
+                continue
+            if not is_float_act(x) and x not in consts:
+                continue
+            if n.op_type == "Gemm" and _attr(n, "transA", 0):
+                continue  # rare; a transposed activation input would need its own rules
+            if x in consts:
+                continue  # constant first operand: nothing to calibrate, leave float
+            add_act(x, n, 0)
+            if w in consts:
+                wv = consts[w]
+                if wv.dtype.kind != "f":
+                    continue
+                weights.append(WeightSlot(n.name, 1, w, _weight_axis(n, 1, wv, opt.per_channel)))
+            elif is_float_act(w):
+                add_act(w, n, 1)
+            else:
+                continue
+            qnodes.append(n.name)
+            if len(n.input) > 2 and n.input[2] in consts and w in consts:
+                biases.append((n.name, 2, x, w))
+            if opt.target == "onnxruntime":
+                out = _ort_output(n.output[0])
+                if out is not None:
+                    outputs.append(out)
+        elif n.op_type == "Add" and opt.residual_add and len(n.input) == 2:
+            a, b = n.input
+            if is_float_act(a) and is_float_act(b) and (from_conv(a) or from_conv(b)):
+                add_act(a, n, 0)
+                add_act(b, n, 1)
+                qnodes.append(n.name)
+        elif n.op_type in POOL_OPS and opt.pooling and n.input and is_float_act(n.input[0]):
+            add_act(n.input[0], n, 0)
+            qnodes.append(n.name)
+            if opt.target == "onnxruntime" and n.op_type == "MaxPool" and n.output[0] not in graph_outputs:
+                # max commutes with quantization: same scale in and out lets ORT run it on int8
+                outputs.append(n.output[0])
+                shared.append([n.input[0], n.output[0]])
+                if n.input[0] in nonneg:
+                    nonneg.add(n.output[0])
+        elif n.op_type == "Concat" and opt.concat and n.input and all(is_float_act(t) for t in n.input):
+            # Only where the concatenation feeds quantized ops: otherwise Q/DQ here is pure cost.
+            feeds_quant = any(c.op_type in opt.op_types or c.op_type in POOL_OPS
+                              for c in consumers.get(n.output[0], []))
+            if feeds_quant:
+                for i, t in enumerate(n.input):
+                    add_act(t, n, i)
+                shared.append(list(dict.fromkeys(n.input)))
+                qnodes.append(n.name)
+    if opt.target == "tensorrt":
+        biases = []
+    return QdqPlan(acts, weights, list(dict.fromkeys(outputs)), shared, qnodes, biases, nonneg)
+
+
+@dataclasses.dataclass
+class QdqReport:
+    quantized_nodes: list[str]
+    activation_tensors: int
+    weight_tensors: int
+    skipped_no_range: list[str]
+
+
+def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
+                 options: QuantizeOptions | None = None,
+                 report: list[QdqReport] | None = None) -> onnx.ModelProto:
+    """Return a copy of ``model`` with explicit int8 Q/DQ nodes.
+
+    Guarantees: the result passes ``onnx.checker`` (full check), keeps the
+    model's inputs and outputs (names, types), uses opset >= 13 per-axis
+    DequantizeLinear for weights, and zero points are 0. Raises
+    :class:`~trt_edge.errors.ArtifactError` if ``ranges`` were calibrated on
+    another model (``check_model_hash``). Activations without a range are left
+    float (logged, and listed in ``report``).
+    """
+    opt = options or QuantizeOptions()
+    if not isinstance(model, onnx.ModelProto):
+        from ..artifacts import load_onnx
+        model = load_onnx(model)
+    if opt.check_model_hash:
+        ranges.check_model(expected_hash=canonical_model_hash(model))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise QuantizationError(f"The model uses opset {opset}; per-channel QuantizeLinear needs opset "
+                                ">= 13. Re-export with opset 13 or newer (trt-edge export --opset 17).")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    _node_names(m)
+    plan = plan_qdq(m, opt)
+    g = m.graph
+    consts = _constants(m)
+    init_names = {i.name for i in g.initializer}
+
+    # ------------------------------------------------------------ activation scales
+    amax: dict[str, float] = {}
+    skipped: list[str] = []
+    for t in plan.activation_tensors():
+        if t in ranges:
+            amax[t] = max(ranges.amax(t), MIN_AMAX)
+        else:
+            skipped.append(t)
+    for group in plan.shared_scale:
+        if any(t in plan.nonnegative for t in group) and not all(t in plan.nonnegative for t in group):
+            # a shared grid must be one grid: the non-negative one only if every member is.
+            plan.nonnegative.difference_update(group)
+        present = [t for t in group if t in amax]
+        if present:
+            shared_amax = max(amax[t] for t in present)
+            for t in present:
+                amax[t] = shared_amax
+    if skipped:
+        log.warning("%d tensors have no calibrated range and stay float: %s", len(skipped),
+                    ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
+
+    new_inits: list[onnx.TensorProto] = []
+    names_taken = {i.name for i in g.initializer} | {o for n in g.node for o in n.output} | \
+        {i.name for i in g.input}
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in names_taken:
+            name, k = f"{base}_{k}", k + 1
+        names_taken.add(name)
+        return name
+
+    if opt.target == "onnxruntime":
+        # uint8 with zero point 128 represents exactly the int8/zero-point-0 grid (q_u8 = q_s8 + 128)
+        # and lets x86 ONNX Runtime use its fast u8s8 kernels; TensorRT needs the int8 form.
+        zp8 = fresh("trt_edge_zero_point_uint8")
+        new_inits.append(numpy_helper.from_array(np.array(128, np.uint8), zp8))
+    else:
+        zp8 = fresh("trt_edge_zero_point_int8")
+        new_inits.append(numpy_helper.from_array(np.array(0, np.int8), zp8))
+
+    zp_u8_min: list[str] = []
+
+    def act_scale(t: str) -> float:
+        return float(amax[t] / 255.0) if t in plan.nonnegative else float(symmetric_scale(amax[t]))
+
+    def act_qdq(t: str) -> tuple[list[onnx.NodeProto], str]:
+        scale = fresh(f"{t}_scale")
+        new_inits.append(numpy_helper.from_array(np.array(act_scale(t), np.float32), scale))
+        zp = zp8
+        if t in plan.nonnegative:
+            if not zp_u8_min:
+                zp_u8_min.append(fresh("trt_edge_zero_point_uint8_min"))
+                new_inits.append(numpy_helper.from_array(np.array(0, np.uint8), zp_u8_min[0]))
+            zp = zp_u8_min[0]
+        q_out, dq_out = fresh(f"{t}_quantized"), fresh(f"{t}_dequantized")
+        nodes = [helper.make_node("QuantizeLinear", [t, scale, zp], [q_out], name=fresh(f"{t}_QuantizeLinear")),
+                 helper.make_node("DequantizeLinear", [q_out, scale, zp], [dq_out],
+                                  name=fresh(f"{t}_DequantizeLinear"))]
+        return nodes, dq_out
+
+    by_name = {n.name: n for n in g.node}
+    # After-producer emission of activation Q/DQ; consumers rewired per slot.
+    emit_after: dict[str, list[onnx.NodeProto]] = {}
+    emit_first: list[onnx.NodeProto] = []
+    producer = {o: n.name for n in g.node for o in n.output}
+    for t in plan.activation_tensors():
+        if t not in amax:
+            continue
+        nodes, dq = act_qdq(t)
+        slots = plan.activations.get(t, [])
+        if t in plan.outputs:  # onnxruntime target: every consumer reads the quantized output
+            slots = [(c.name, i) for c in g.node for i, x in enumerate(c.input) if x == t]
+        for node_name, idx in slots:
+            by_name[node_name].input[idx] = dq
+        if t in producer:
+            emit_after.setdefault(producer[t], []).extend(nodes)
+        else:
+            emit_first.extend(nodes)
+
+    # ------------------------------------------------------------ weights
+    weight_dq: dict[tuple[str, int | None], str] = {}
+    weight_scales: dict[str, np.ndarray] = {}
+    for slot in plan.weights:
+        key = (slot.tensor, slot.axis)
+        if key not in weight_dq:
+            w = consts[slot.tensor].astype(np.float32)
+            if slot.axis is None:
+                s = symmetric_scale(max(float(np.abs(w).max()), MIN_AMAX)).reshape(())
+                q = np.clip(np.rint(w / s), -127, 127).astype(np.int8)
+                zp = np.array(0, np.int8)
+            else:
+                s = symmetric_scale(per_channel_amax(w, slot.axis))
+                shape = [1] * w.ndim
+                shape[slot.axis] = -1
+                q = np.clip(np.rint(w / s.reshape(shape)), -127, 127).astype(np.int8)
+                zp = np.zeros(s.shape, np.int8)
+            qn, sn, zn = fresh(f"{slot.tensor}_quantized"), fresh(f"{slot.tensor}_scale"), \
+                fresh(f"{slot.tensor}_zero_point")
+            new_inits += [numpy_helper.from_array(q, qn), numpy_helper.from_array(s, sn),
+                          numpy_helper.from_array(zp, zn)]
+            dq = fresh(f"{slot.tensor}_dequantized")
+            attrs = {"axis": slot.axis} if slot.axis is not None else {}
+            emit_first.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [dq],
+                                               name=fresh(f"{slot.tensor}_DequantizeLinear"), **attrs))
+            weight_dq[key] = dq
+            weight_scales[dq] = s
+        by_name[slot.node].input[slot.input_index] = weight_dq[key]
+
+    # ------------------------------------------------------------ int32 biases (onnxruntime target)
+    for node_name, idx, x, w in plan.biases:
+        node = by_name[node_name]
+        wdq = node.input[1]
+        if x not in amax or wdq not in weight_scales:
+            continue
+        b = consts[node.input[idx]].astype(np.float64)
+        s = float(np.float32(act_scale(x))) * weight_scales[wdq].astype(np.float64)
+        s = np.broadcast_to(s, b.shape) if s.ndim == 0 else s
+        if s.shape != b.shape:
+            continue
+        bq = np.clip(np.rint(b / s), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+        qn, sn, zn = fresh(f"{node.input[idx]}_quantized"), fresh(f"{node.input[idx]}_scale"), \
+            fresh(f"{node.input[idx]}_zero_point")
+        new_inits += [numpy_helper.from_array(bq, qn), numpy_helper.from_array(s.astype(np.float32), sn),
+                      numpy_helper.from_array(np.zeros(b.shape, np.int32), zn)]
+        dq = fresh(f"{node.input[idx]}_dequantized")
+        emit_first.append(helper.make_node("DequantizeLinear", [qn, sn, zn], [dq], axis=0,
+                                           name=fresh(f"{node.input[idx]}_DequantizeLinear")))
+        node.input[idx] = dq
+
+    # ------------------------------------------------------------ rebuild, drop dead weights
+    ordered: list[onnx.NodeProto] = list(emit_first)
+    for n in g.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)  # detach from the field cleared below
+        ordered.append(copy)
+        ordered.extend(emit_after.get(n.name, []))
+    del g.node[:]
+    g.node.extend(ordered)
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    dropped = init_names - {i.name for i in keep}
+    if dropped:
+        real_inputs = [i for i in g.input if i.name not in dropped]
+        del g.input[:]
+        g.input.extend(real_inputs)
+    m.metadata_props.append(onnx.StringStringEntryProto(key="trt_edge.quantization",
+                                                         value=f"int8-qdq target={opt.target}"))
+    m.metadata_props.append(onnx.StringStringEntryProto(key="trt_edge.ranges_model_sha256",
+                                                         value=ranges.model_hash))
+    if opt.check:
+        try:
+            onnx.checker.check_model(m, full_check=True)
+        except Exception as exc:  # noqa: BLE001 - checker raises several types
+            raise QuantizationError(f"The quantized model fails the ONNX checker: {exc}") from exc
+    if report is not None:
+        report.append(QdqReport(plan.quantized_nodes, len(amax), len(weight_dq), skipped))
+    log.info("Q/DQ: %d nodes quantized, %d activation and %d weight tensors", len(plan.quantized_nodes),
+             len(amax), len(weight_dq))
+    return m
+
+
+def tensors_to_calibrate(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> list[str]:
+    """The activations :func:`quantize_qdq` will need ranges for (with the same options)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    _node_names(m)
+    return plan_qdq(m, options).activation_tensors()
+
+
+def quantized_node_names(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> list[str]:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    _node_names(m)
+    return plan_qdq(m, options).quantized_nodes
+
+
+def count_ops(model: onnx.ModelProto, ops: Iterable[str] = ("QuantizeLinear", "DequantizeLinear")) -> dict[str, int]:
+    wanted = set(ops)
+    out = {o: 0 for o in wanted}
+    for n in model.graph.node:
+        if n.op_type in wanted:
+            out[n.op_type] += 1
+    return out
