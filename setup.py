@@ -96,6 +96,7 @@ setup(
             "pytest>=8", "mypy>=1.10", "onnxslim>=0.1.50", "scipy",
             "transformers>=4.40", "tokenizers", "safetensors", "mlxtend>=0.23",
             "scikit-learn", "scikit-image", "gensim",
+            "skl2onnx>=1.16", "onnxsim",  # graph tests (another exporter) and bench_passes baselines
         ],
     },
     entry_points={"console_scripts": ["trt-edge=trt_edge.cli:main"]},

@@ -112,20 +112,32 @@ def _session(model: onnx.ModelProto, level: str, threads: int) -> Any:
 
 def _time_interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], repeats: int,
                       iters: int) -> dict[str, dict[str, float]]:
-    """Per-variant median / p90 of per-call latency; variants alternate inside every repeat."""
+    """Per-variant median / p90 latency, and ratios to the original and to onnxslim.
+
+    Variants alternate inside every repeat (order reversed every other repeat),
+    and each ratio is the median over repeats of the *paired* ratio within one
+    repeat, so drift of this shared machine between repeats cancels out.
+    """
     for s in sessions.values():  # warm-up
         for _ in range(3):
             s.run(None, feed)
     samples: dict[str, list[float]] = {k: [] for k in sessions}
     order = list(sessions)
     for r in range(repeats):
-        for name in order if r % 2 == 0 else reversed(order):  # alternate the order too
+        for name in order if r % 2 == 0 else list(reversed(order)):
             s = sessions[name]
             t0 = time.perf_counter_ns()
             for _ in range(iters):
                 s.run(None, feed)
             samples[name].append((time.perf_counter_ns() - t0) / iters / 1e6)
-    return {k: {"median_ms": statistics.median(v), "p90_ms": float(np.percentile(v, 90))}
+
+    def paired(a: str, b: str) -> float:
+        if a not in samples or b not in samples:
+            return float("nan")
+        return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+
+    return {k: {"median_ms": statistics.median(v), "p90_ms": float(np.percentile(v, 90)),
+                "ratio_vs_original": paired(k, "original"), "ratio_vs_onnxslim": paired(k, "onnxslim")}
             for k, v in samples.items()}
 
 
@@ -178,10 +190,9 @@ def _table(results: list[dict[str, Any]], levels: list[str]) -> str:
             line = (f"{r['model']:<20}{k:<10}{r['nodes'][k]:>7}"
                     f"{'-' if secs is None else f'{secs:.2f}':>8}{r['max_abs_diff'][k]:>14.3e}")
             for level in levels:
-                lat = r["latency"][level]
-                med = lat[k]["median_ms"]
-                vs_slim = med / lat["onnxslim"]["median_ms"] if "onnxslim" in lat else float("nan")
-                line += f"{med:>14.3f}{med / lat['original']['median_ms']:>8.3f}{vs_slim:>8.3f}"
+                lat = r["latency"][level][k]
+                line += (f"{lat['median_ms']:>14.3f}{lat['ratio_vs_original']:>8.3f}"
+                         f"{lat['ratio_vs_onnxslim']:>8.3f}")
             lines.append(line)
     return "\n".join(lines)
 

@@ -8,7 +8,9 @@ Two ways to use more cores, measured side by side on the same sessions:
   operator over N threads;
 - ``nospin``: as ``intra`` with ``allow_spinning=False`` (workers sleep between ops);
 - ``iobind``: the batch API with N=1 and ``io_binding=True`` (outputs written into
-  the returned arrays directly) against the plain ``session.run`` path (N=1 rows).
+  the returned arrays directly) against the plain ``session.run`` path (N=1 rows);
+- ``infer`` / ``raw``: ``Runner.infer`` (validation included) per call against
+  ONNX Runtime's bare ``session.run``: the wrapper's overhead.
 
 Workloads: the MNIST CNN (weights do not change CPU time, so it is not trained
 here) at batch 1 and 32, and all-MiniLM-L6-v2 (real weights) at batch 1 x 32
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -89,14 +92,27 @@ def configs(threads: list[int]) -> list[tuple[str, int, OrtOptions]]:
         if n > 1:  # ORT's workers busy-wait by default; on a shared CPU that steals the callers' cores
             cfg.append(("nospin", n, OrtOptions(intra_op_threads=n, allow_spinning=False)))
     cfg.append(("iobind", 1, OrtOptions(intra_op_threads=1, io_binding=True)))
+    cfg.append(("infer", 1, OrtOptions(intra_op_threads=1)))
+    cfg.append(("raw", 1, OrtOptions(intra_op_threads=1)))
     return cfg
 
 
 def measure(runner: OnnxRuntimeRunner, feed: dict[str, np.ndarray], mode: str, n: int, calls: int) -> float:
     """Inferences per second over ``calls`` calls."""
     feeds = [feed] * calls
-    t0 = time.perf_counter_ns()
-    runner.infer_batch(feeds, num_threads=n if mode == "batch" else 1)
+    if mode == "raw":  # ONNX Runtime's own session.run: the floor our wrapper adds to
+        names = runner.output_names
+        session = runner.session
+        t0 = time.perf_counter_ns()
+        for f in feeds:
+            session.run(names, f)
+    elif mode == "infer":  # one validated Runner.infer per call
+        t0 = time.perf_counter_ns()
+        for f in feeds:
+            runner.infer(f)
+    else:
+        t0 = time.perf_counter_ns()
+        runner.infer_batch(feeds, num_threads=n if mode == "batch" else 1)
     return calls / ((time.perf_counter_ns() - t0) / 1e9)
 
 
@@ -112,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = [int(t) for t in args.threads.split(",")]
 
     rows: list[dict[str, Any]] = []
+    # Shared machines: record the load so a reader can tell a contended run from a clean one.
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_models(Path(tmp), with_minilm=not args.no_minilm)
         for name, path, feed, batch in workloads(paths):
@@ -152,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "runner_threads", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine_info(), "tool_versions": tool_versions(), "repeats": args.repeats,
-              "seconds_per_run": args.seconds, "rows": rows}
+              "seconds_per_run": args.seconds, "load_average_before": load_before,
+              "load_average_after": os.getloadavg(), "rows": rows}
     atomic_write_json(args.json, result)
-    print(f"\nwrote {args.json}")
+    print(f"\nload average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+          f"after {result['load_average_after'][0]:.2f}; {os.cpu_count()} CPUs")
+    print(f"wrote {args.json}")
     return 0
 
 

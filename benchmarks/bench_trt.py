@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 built = build_engine(m["onnx"], plan, BuildOptions(
                     precision=prec, profiles=parse_profiles([m["shapes"]]), workspace=parse_size(args.workspace),
                     timing_cache=engines / "timing.cache", calib_data=calib if prec == "int8" else None))
-                with TensorRTRunner(plan) as runner:
+                runner = TensorRTRunner(plan)
+                with runner:
                     got = np.concatenate([runner.infer({"input": m["x"][i:i + m["batch"]]})["logits"]
                                           for i in range(0, len(m["x"]), m["batch"])])
                     rep = compare_outputs({"logits": got}, {"logits": ref_all}, None, classifier=True).worst()
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         for key, graph, transfers in modes:
                             per_mode[key].append(runner.benchmark_gpu(
                                 feed, warmup=20, iterations=args.iterations, cuda_graph=graph,
-                                transfers=transfers))
+                                transfers=transfers, variants=False))
                     for key, reps in per_mode.items():
                         row[key] = {
                             "end_to_end_median_ms": statistics.median(r["end_to_end_ms"]["median"] for r in reps),

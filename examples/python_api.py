@@ -23,7 +23,7 @@ from trt_edge.runtime import OnnxRuntimeRunner
 
 def main(out: Path) -> None:
     split = load_mnist()
-    model = train_mnist_cnn(split, seconds=3)
+    model = train_mnist_cnn(split, epochs=1)
 
     # 1. torch -> ONNX, verified against torch at two batch sizes.
     exported = export_onnx(model, torch.from_numpy(split.x_test[:2]), out / "mnist.onnx",

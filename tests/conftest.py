@@ -72,7 +72,7 @@ def mnist_split():
 def mnist_model(mnist_split):
     pytest.importorskip("torch")
     from trt_edge.models.mnist import train_mnist_cnn
-    return train_mnist_cnn(mnist_split, seconds=5.0, seed=0)
+    return train_mnist_cnn(mnist_split, epochs=2, seed=0)
 
 
 @pytest.fixture(scope="session")

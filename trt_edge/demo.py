@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class DemoOptions:
     out_dir: Path = Path(".")
-    train_seconds: float = 5.0
+    train_epochs: int = 2
     calib_samples: int = 512
     eval_samples: int = 1000
     bench_iterations: int = 200
@@ -102,7 +102,7 @@ def run_demo(options: DemoOptions | None = None) -> dict[str, Any]:
     split = load_mnist(seed=opts.seed)
     x_eval, y_eval = split.x_test[:opts.eval_samples], split.y_test[:opts.eval_samples]
     log.info("data: %d training / %d held-out real MNIST digits", len(split.x_train), len(x_eval))
-    model = train_mnist_cnn(split, seconds=opts.train_seconds, seed=opts.seed)
+    model = train_mnist_cnn(split, epochs=opts.train_epochs, seed=opts.seed)
     with torch.no_grad():
         torch_acc = accuracy(model(torch.from_numpy(x_eval)).numpy(), y_eval)
     rows.append(StageRow("train (torch fp32)", "-", "torch", torch_acc, None, None,

@@ -123,6 +123,8 @@ def test_histogram_png(tmp_path):
     samples = np.random.default_rng(0).gamma(4.0, 0.5, 200)
     png = latency_histogram(list(samples), tmp_path / "lat.png", title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    tail = np.concatenate([samples, [100.0, 250.0]])  # preempted calls: log-spaced bins
+    assert latency_histogram(tail, tmp_path / "tail.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(InvalidInputError):
         latency_histogram([], tmp_path / "empty.png")
 

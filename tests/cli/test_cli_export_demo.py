@@ -50,7 +50,7 @@ def test_export_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_demo_runs_end_to_end_and_reports_every_stage(tmp_path, capsys):
-    rc = main(["demo", "--out", str(tmp_path), "--train-seconds", "3", "--iterations", "20",
+    rc = main(["demo", "--out", str(tmp_path), "--epochs", "1", "--iterations", "20",
                "--exporter", "torchscript"])
     assert rc == 0
     out = capsys.readouterr().out

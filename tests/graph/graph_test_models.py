@@ -209,3 +209,31 @@ def big_constant_model() -> onnx.ModelProto:
                          value=nh.from_array(np.array([0.5], np.float32))),
              h.make_node("Add", ["x", "big"], ["y"])]
     return _model(nodes, [x], [y], inits)
+
+
+def repeated_dim_reads_model() -> onnx.ModelProto:
+    """Two activations re-read batch (same symbol) and one reads seq (another symbol), as exporters do.
+
+    y1 = Reshape(h1, [batch, -1]), y2 = Reshape(h2, [batch, -1]), y3 = Reshape(h2, [seq, -1]);
+    then Unsqueeze(Unsqueeze(x)) chained.
+    """
+    x = h.make_tensor_value_info("x", T.FLOAT, ["batch", "seq", 4])
+    outs = [h.make_tensor_value_info(n, T.FLOAT, [None, None]) for n in ("y1", "y2", "y3")]
+    outs.append(h.make_tensor_value_info("y4", T.FLOAT, [None] * 5))
+    inits = [nh.from_array(np.array(0, np.int64), "i0"), nh.from_array(np.array(1, np.int64), "i1"),
+             nh.from_array(np.array([0], np.int64), "ax0"), nh.from_array(np.array([-1], np.int64), "m1"),
+             nh.from_array(np.array([-1], np.int64), "axm1")]
+    nodes = [
+        h.make_node("Relu", ["x"], ["h1"]), h.make_node("Tanh", ["h1"], ["h2"]),
+        h.make_node("Shape", ["h1"], ["s1"]), h.make_node("Shape", ["h2"], ["s2"]),
+        h.make_node("Gather", ["s1", "i0"], ["b1"]), h.make_node("Gather", ["s2", "i0"], ["b2"]),
+        h.make_node("Gather", ["s2", "i1"], ["q"]),
+        h.make_node("Unsqueeze", ["b1", "ax0"], ["u1"]), h.make_node("Unsqueeze", ["b2", "ax0"], ["u2"]),
+        h.make_node("Unsqueeze", ["q", "ax0"], ["u3"]),
+        h.make_node("Concat", ["u1", "m1"], ["t1"], axis=0), h.make_node("Concat", ["u2", "m1"], ["t2"], axis=0),
+        h.make_node("Concat", ["u3", "m1"], ["t3"], axis=0),
+        h.make_node("Reshape", ["h1", "t1"], ["y1"]), h.make_node("Reshape", ["h2", "t2"], ["y2"]),
+        h.make_node("Reshape", ["h2", "t3"], ["y3"]),
+        h.make_node("Unsqueeze", ["x", "ax0"], ["x1"]), h.make_node("Unsqueeze", ["x1", "axm1"], ["y4"]),
+    ]
+    return _model(nodes, [x], outs, inits)

@@ -171,3 +171,26 @@ def test_ir3_initializers_as_inputs_from_caffe2_export():
     ref = run_onnx(model, feed, OrtOptions(graph_optimization="disable"))
     got = run_onnx(out, feed, OrtOptions(graph_optimization="disable"))
     assert_close(got, ref, FP32_EXACT)
+
+
+def test_repeated_dynamic_dim_reads_are_unified_but_axes_kept_apart(rng):
+    model = M.repeated_dim_reads_model()
+    out, report = _run(model)
+    hist = op_histogram(out)
+    first_round = {p.name: p.stats for p in report.passes if p.round == 1}
+    assert first_round["unify_dynamic_dims"]["unified"] == 1       # b2 -> b1; q (seq) stays apart
+    assert first_round["simplify_shapes"]["unsqueeze_chain"] == 1
+    assert hist["Gather"] == 2 and hist["Concat"] == 2 and hist["Reshape"] == 3
+    assert hist["Unsqueeze"] == 3                                   # u1, u3 and the merged x chain
+    for batch, seq in ((2, 5), (3, 1)):
+        feed = {"x": rng.standard_normal((batch, seq, 4)).astype(np.float32)}
+        _check_same(model, out, feed)
+
+
+def test_merged_unsqueeze_axes_match_numpy():
+    from trt_edge.graph.passes.simplify_shapes import merged_unsqueeze_axes
+    for rank, a, b in [(1, [0], [0]), (1, [1], [0]), (2, [0], [-1]), (0, [0], [1]), (3, [-1], [1, 2])]:
+        x = np.zeros(tuple(range(2, 2 + rank)))
+        twice = np.expand_dims(np.expand_dims(x, tuple(a)), tuple(b))
+        assert np.expand_dims(x, tuple(merged_unsqueeze_axes(rank, a, b))).shape == twice.shape
+    assert merged_unsqueeze_axes(1, [0, 0], [0]) is None             # duplicate axes: not merged

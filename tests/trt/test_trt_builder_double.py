@@ -133,10 +133,14 @@ def test_failed_build_keeps_the_log_and_writes_no_engine(fake_trt, mnist_onnx, t
     assert (tmp_path / "a.plan.log").exists() and not (tmp_path / "a.plan").exists()
 
 
-def test_dynamic_model_without_shapes_is_refused_before_building(fake_trt, mnist_onnx, tmp_path):
+def test_dynamic_batch_without_shapes_gets_the_default_range(fake_trt, mnist_onnx, tmp_path):
     fake_trt(version="10.3.0")
+    build_engine(mnist_onnx, tmp_path / "a.plan", BuildOptions(optimize_graph=False))
+    assert engine_json(tmp_path / "a.plan")["profiles"] == [
+        {"input": [[1, 1, 28, 28], [8, 1, 28, 28], [128, 1, 28, 28]]}]
     with pytest.raises(InvalidInputError, match="--shapes input:"):
-        build_engine(mnist_onnx, tmp_path / "a.plan", BuildOptions(optimize_graph=False))
+        build_engine(mnist_onnx, tmp_path / "b.plan", BuildOptions(optimize_graph=False, default_batch=None))
+    assert not (tmp_path / "b.plan").exists()
 
 
 def test_runner_refuses_an_engine_from_another_tensorrt_before_deserializing(fake_trt, mnist_onnx, tmp_path):
@@ -197,3 +201,18 @@ def test_fp16_on_trt11_converts_the_onnx_before_parsing(fake_trt, mnist_onnx, tm
     parsed_ops = [c for c in trt.calls if c[0] == "parse"][0][2]
     assert "Cast" in parsed_ops  # FP32 I/O kept, FP16 inside
     assert read_engine_metadata(tmp_path / "a.plan").precision == "fp16"
+
+
+def test_runner_from_onnx_builds_once_per_model_and_options(fake_trt, mnist_onnx, tmp_path):
+    import onnx
+
+    from trt_edge.runtime.tensorrt import TensorRTRunner
+
+    trt = fake_trt(version="10.3.0")
+    proto = onnx.load(str(mnist_onnx))
+    r1 = TensorRTRunner.from_onnx(proto, build_options=opts(), engine_dir=tmp_path)
+    r2 = TensorRTRunner.from_onnx(proto, build_options=opts(), engine_dir=tmp_path)
+    r3 = TensorRTRunner.from_onnx(proto, build_options=opts(precision="fp16"), engine_dir=tmp_path)
+    assert r1.engine_source == r2.engine_source != r3.engine_source
+    assert sum(c[0] == "parse" for c in trt.calls) == 2  # the second request reused the engine
+    assert not r1.is_active

@@ -49,3 +49,35 @@ def test_plan_buffers_rejects_bad_bindings():
         plan_buffers([TensorBinding("x", f32, True, (1,)), TensorBinding("x", f32, False, (1,))])
     with pytest.raises(InvalidInputError, match="optimization profile"):
         plan_buffers([TensorBinding("x", f32, True, None)])
+
+
+def _loadable(name: str) -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_loadable("libcuda.so.1"), reason="an NVIDIA driver is present: gpu tier covers graphs")
+def test_cuda_graphs_without_a_driver_fail_clearly():
+    from trt_edge.errors import RunnerError
+    from trt_edge.runtime.cuda import _LibCuda
+
+    with pytest.raises(RunnerError, match="CUDA graphs need an NVIDIA driver"):
+        _LibCuda.get()
+
+
+def test_pycuda_resources_without_pycuda_name_the_extra(monkeypatch):
+    import sys
+
+    from trt_edge.errors import MissingDependencyError
+    from trt_edge.runtime.cuda import CudaContext, DeviceBuffer, HostBuffer, Stream
+
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    for make in (lambda: DeviceBuffer(16), lambda: HostBuffer(16), Stream, CudaContext):
+        with pytest.raises(MissingDependencyError, match=r"trt-edge\[tensorrt\]"):
+            make()

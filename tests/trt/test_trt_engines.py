@@ -104,6 +104,7 @@ def test_dynamic_shapes_threads_graphs_and_timing(mnist_onnx, mnist_split, engin
         for key in ("h2d_ms", "compute_ms", "d2h_ms", "enqueue_ms", "end_to_end_ms"):
             assert report[key]["median"] > 0
         assert report["throughput_qps"] > 0
+        assert set(report["variants"]) == {"cuda_graph_on", "no_transfers"}  # the main run was graph off
         graph = r.benchmark_gpu({"input": x[:16]}, warmup=5, iterations=50, cuda_graph=True, transfers=False)
         assert graph["cuda_graph"] and "h2d_ms" not in graph
     with TensorRTRunner(plan, TrtRunnerOptions(cuda_graph=True)) as g:

@@ -60,6 +60,18 @@ def test_resolve_profiles_against_the_mnist_model(mnist_onnx):
         resolve_profiles(parse_profiles(["input:1x28x28/8x28x28/32x28x28"]), inputs)
 
 
+def test_default_batch_range_only_for_batch_only_dynamic_inputs():
+    f32, i64 = np.dtype("float32"), np.dtype("int64")
+    img = TensorSpec("input", ("batch", 3, 224, 224), f32)
+    out = resolve_profiles([], [img], default_batch=(1, 4, 16))
+    assert out[0].shapes["input"] == ShapeRange((1, 3, 224, 224), (4, 3, 224, 224), (16, 3, 224, 224))
+    seq = TensorSpec("input_ids", ("batch", "seq"), i64)  # sequence length needs explicit shapes
+    with pytest.raises(InvalidInputError, match="--shapes input_ids:"):
+        resolve_profiles([], [seq], default_batch=(1, 4, 16))
+    with pytest.raises(InvalidInputError):
+        BuildOptions(default_batch=(8, 4, 16))  # not ordered
+
+
 def test_resolve_profiles_static_model_gets_one_fixed_profile():
     spec = TensorSpec("x", (2, 3), np.dtype("float32"))
     out = resolve_profiles([], [spec])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import onnx
 
 from ..artifacts import atomic_write_json, machine_info, to_jsonable, tool_versions
 from ..errors import InvalidInputError
@@ -96,13 +97,12 @@ class CompareResult:
 
 def _open(side: Any, backend: str, ort_options: OrtOptions | None, trt_options: Any,
           specs_for_torch: list | None, output_names: list[str] | None = None) -> Runner:
-    if isinstance(side, Runner) or isinstance(side, (str, os.PathLike, bytes)) or \
-            type(side).__name__ == "ModelProto":
+    if isinstance(side, (Runner, str, os.PathLike, bytes, onnx.ModelProto)):
         return open_runner(side, backend, ort_options=ort_options, trt_options=trt_options)
     if callable(side):  # a torch module (or any callable taking arrays as tensors)
         if specs_for_torch is None:
-            raise InvalidInputError("A torch module can only be compared against an artifact or runner "
-                                    "that declares the inputs (the ONNX model or engine).")
+            raise InvalidInputError("Pass the torch module as the reference (first argument): its input "
+                                    "names, dtypes and shapes come from the candidate artifact or runner.")
         from ..runtime.torch_module import TorchModuleRunner
         return TorchModuleRunner(side, specs_for_torch, output_names)
     raise InvalidInputError(f"Cannot compare a {type(side).__name__}: give a path, a Runner or a torch module.")
@@ -138,8 +138,8 @@ def compare(reference: Any, candidate: Any, options: CompareOptions | None = Non
     the comparison and released after.
     """
     options = options or CompareOptions()
-    is_module = not isinstance(reference, (Runner, str, os.PathLike, bytes)) and callable(reference) \
-        and type(reference).__name__ != "ModelProto"
+    is_module = not isinstance(reference, (Runner, str, os.PathLike, bytes, onnx.ModelProto)) \
+        and callable(reference)
     cand = _open(candidate, backend_candidate, ort_options, trt_options, None)
     opened: list[Runner] = []
     try:

@@ -16,6 +16,7 @@ def latency_histogram(result: Any, path: str | os.PathLike[str], title: str | No
                       bins: int = 50) -> Path:
     """Write a latency histogram PNG with the median, p90 and p99 marked; returns the path.
 
+    Long-tailed samples (max > 10x median) get log-spaced bins and log axes.
     ``result`` is a :class:`~trt_edge.bench.latency.BenchmarkResult` run with
     ``keep_samples=True`` or a sequence of latencies in milliseconds. The file is
     written atomically.
@@ -33,11 +34,20 @@ def latency_histogram(result: Any, path: str | os.PathLike[str], title: str | No
 
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    ax.hist(a, bins=min(bins, max(5, a.size // 2)), color="#4C72B0", alpha=0.85)
+    nbins = min(bins, max(5, a.size // 2))
+    # Latency tails (a preempted call, a GC pause) can be 100x the median: then linear bins put
+    # every call in one bar. Log-spaced bins and log axes keep both the body and the tail visible.
+    long_tail = a.min() > 0 and a.max() > 10 * float(np.median(a))
+    if long_tail:
+        ax.hist(a, bins=np.geomspace(a.min(), a.max(), nbins + 1), color="#4C72B0", alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        ax.hist(a, bins=nbins, color="#4C72B0", alpha=0.85)
     for q, style, label in ((50, "-", "median"), (90, "--", "p90"), (99, ":", "p99")):
         v = float(np.percentile(a, q))
         ax.axvline(v, color="#C44E52", linestyle=style, linewidth=1.2, label=f"{label} {v:.3f} ms")
-    ax.set_xlabel("latency (ms)")
+    ax.set_xlabel("latency (ms)" + (", log scale" if long_tail else ""))
     ax.set_ylabel("calls")
     if title is None and hasattr(result, "artifact"):
         title = f"{result.artifact or 'model'} - {result.backend}, {a.size} calls"

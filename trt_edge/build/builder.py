@@ -339,7 +339,7 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
 
         calib_source_hash = canonical_model_hash(model)
     inputs = graph_inputs(model)
-    profiles = resolve_profiles(list(options.profiles), inputs)
+    profiles = resolve_profiles(list(options.profiles), inputs, options.default_batch)
     dynamic = any(s.is_dynamic for s in inputs)
 
     log_lines: list[str] = []

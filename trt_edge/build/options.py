@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import InvalidInputError
-from .profiles import ProfileSpec
+from .profiles import ProfileSpec, ShapeRange
 
 PRECISIONS = ("fp32", "fp16", "int8")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -39,7 +39,8 @@ class BuildOptions:
         entropy calibrator with ``calib_data`` or ``calib_cache``.
     strongly_typed: force (True) or forbid (False) the strongly typed network on
         TensorRT 10; None = automatic (always on for 11).
-    profiles: optimization profiles; empty = the model's static shapes.
+    profiles: optimization profiles; empty = the model's static shapes, and for
+        inputs whose only dynamic axis is the batch, ``default_batch`` (min, opt, max).
     workspace: WORKSPACE memory-pool limit in bytes (None = TensorRT's default,
         the whole device: set it on Jetson, where the GPU shares 4-16 GB with the CPU).
     optimization_level: builder optimization level 0..5 (TensorRT's default is 3).
@@ -70,6 +71,7 @@ class BuildOptions:
     precision: str = "fp32"
     strongly_typed: bool | None = None
     profiles: Sequence[ProfileSpec] = ()
+    default_batch: tuple[int, int, int] | None = (1, 8, 128)
     workspace: int | None = None
     optimization_level: int | None = None
     timing_cache: Path | None = None
@@ -112,6 +114,8 @@ class BuildOptions:
         if self.hardware_compatibility not in (None, "ampere_plus"):
             raise InvalidInputError(
                 f"hardware_compatibility must be None or 'ampere_plus', got {self.hardware_compatibility!r}.")
+        if self.default_batch is not None:
+            ShapeRange((self.default_batch[0],), (self.default_batch[1],), (self.default_batch[2],))
         if self.calib_batch_size < 1:
             raise InvalidInputError(f"calib_batch_size must be >= 1, got {self.calib_batch_size}.")
         if self.log_level not in ("error", "warning", "info", "verbose"):

@@ -13,12 +13,14 @@ tested on every machine.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import InvalidInputError
 from ..onnx_io import TensorSpec
 
 Shape = tuple[int, ...]
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,17 +113,44 @@ def parse_profiles(texts: Iterable[str] | str | None) -> list[ProfileSpec]:
     return [parse_profile(t) for t in texts]
 
 
-def resolve_profiles(profiles: Sequence[ProfileSpec], inputs: Sequence[TensorSpec]) -> list[ProfileSpec]:
+def default_batch_profile(inputs: Sequence[TensorSpec], batch: tuple[int, int, int]) -> ProfileSpec | None:
+    """min/opt/max = ``batch`` on axis 0 for inputs whose *only* dynamic axis is the batch.
+
+    None when some input has another dynamic axis (sequence length, image size):
+    those need explicit ``--shapes``.
+    """
+    shapes: dict[str, ShapeRange] = {}
+    for spec in inputs:
+        if spec.shape is None:
+            return None
+        dims = list(spec.shape)
+        fixed = [d if isinstance(d, int) and d >= 0 else None for d in dims]
+        if any(d is None for d in fixed[1:]):
+            return None
+        if fixed and fixed[0] is None:
+            rest = [int(d) for d in fixed[1:]]  # type: ignore[arg-type]
+            shapes[spec.name] = ShapeRange((batch[0], *rest), (batch[1], *rest), (batch[2], *rest))
+    return ProfileSpec(shapes) if shapes else None
+
+
+def resolve_profiles(profiles: Sequence[ProfileSpec], inputs: Sequence[TensorSpec],
+                     default_batch: tuple[int, int, int] | None = None) -> list[ProfileSpec]:
     """Complete and check profiles against the model's inputs.
 
     Guarantees: every returned profile names every model input exactly once;
     fixed model dims agree with every range; a dynamic input without a range is
     an error that names it (TensorRT would fail later with a less clear one).
-    With no profiles and a fully static model, returns one fixed profile.
+    With no profiles and a fully static model, returns one fixed profile. With no
+    profiles, ``default_batch`` and only dynamic *batch* axes, the batch axis
+    gets that min/opt/max (logged, so the choice is visible).
     """
     by_name = {s.name: s for s in inputs}
     if not profiles:
-        profiles = [ProfileSpec({})]
+        auto = default_batch_profile(inputs, default_batch) if default_batch else None
+        if auto is not None:
+            log.warning("no --shapes given: dynamic batch axes get min/opt/max %s (%s); pass --shapes "
+                        "to choose other ranges", "/".join(map(str, default_batch or ())), auto.describe())
+        profiles = [auto or ProfileSpec({})]
     out: list[ProfileSpec] = []
     for idx, prof in enumerate(profiles):
         unknown = sorted(set(prof.shapes) - set(by_name))

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shapes", action="append", default=[], metavar="NAME:MIN/OPT/MAX[,...]",
                    help="one optimization profile (repeat for several), e.g. "
                         "input:1x3x224x224/8x3x224x224/32x3x224x224")
+    p.add_argument("--default-batch", default="1/8/128", metavar="MIN/OPT/MAX",
+                   help="without --shapes: range of dynamic batch axes (other dynamic axes need --shapes); "
+                        "'none' to require --shapes")
     p.add_argument("--workspace", default=None, metavar="SIZE",
                    help="workspace memory-pool limit, e.g. 1G (set it on Jetson: memory is shared)")
     p.add_argument("--optimization-level", type=int, default=None, choices=range(6), metavar="0-5",
@@ -74,11 +77,20 @@ def run(args: argparse.Namespace) -> int:
     from ..build.builder import BuildResult
     from ..build.fallback import FallbackResult
 
+    default_batch = None
+    if args.default_batch.lower() != "none":
+        from ..errors import InvalidInputError
+
+        try:
+            lo, opt, hi = (int(v) for v in args.default_batch.split("/"))
+        except ValueError as exc:
+            raise InvalidInputError(f"--default-batch '{args.default_batch}': write MIN/OPT/MAX, e.g. 1/8/128.") from exc
+        default_batch = (lo, opt, hi)
     output = args.output or Path("engines") / f"{args.model.stem}.{args.precision}.plan"
     timing_cache = None if args.no_timing_cache else (args.timing_cache or output.parent / "timing.cache")
     options = BuildOptions(
         precision=args.precision, strongly_typed=args.strongly_typed,
-        profiles=parse_profiles(args.shapes),
+        profiles=parse_profiles(args.shapes), default_batch=default_batch,
         workspace=parse_size(args.workspace) if args.workspace else None,
         optimization_level=args.optimization_level, timing_cache=timing_cache,
         sparse_weights=args.sparse, dla_core=args.dla_core, gpu_fallback=not args.no_gpu_fallback,

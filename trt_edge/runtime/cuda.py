@@ -30,6 +30,7 @@ import threading
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from .._lazy import require
 from ..errors import InvalidInputError, RunnerError
@@ -263,7 +264,7 @@ class HostBuffer:
             raise RunnerError("HostBuffer used after close().")
         return self._array  # type: ignore[no-any-return]
 
-    def view(self, dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
+    def view(self, dtype: "npt.DTypeLike", shape: Sequence[int]) -> np.ndarray:
         """A NumPy view of the first bytes as ``dtype[shape]`` (no copy)."""
         n = volume(shape) * np.dtype(dtype).itemsize
         if n > self.nbytes:

@@ -36,6 +36,7 @@ from .cuda import (BufferPlan, CudaContext, CudaGraph, DeviceBuffer, Event, Host
                    TensorBinding, max_shape, memcpy_dtoh_async, memcpy_htod_async, plan_buffers, volume)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import onnx
     import tensorrt
 
     from ..build.options import BuildOptions
@@ -314,17 +315,30 @@ class TensorRTRunner(Runner):
         self.compatibility_warnings: list[str] = []
 
     @classmethod
-    def from_onnx(cls, model: str | os.PathLike[str], options: TrtRunnerOptions | None = None,
+    def from_onnx(cls, model: "str | os.PathLike[str] | bytes | onnx.ModelProto",
+                  options: TrtRunnerOptions | None = None,
                   build_options: "BuildOptions | None" = None,
                   engine_dir: str | os.PathLike[str] | None = None) -> "TensorRTRunner":
         """Build ``model`` into an engine (cached by model hash and options) and open it."""
-        from ..artifacts import model_hash
+        import hashlib
+        import json
+
+        import onnx
+
+        from ..artifacts import model_hash, save_onnx, to_jsonable
         from ..build.builder import build_engine
         from ..build.options import BuildOptions
 
         bopts = build_options or BuildOptions()
         folder = Path(engine_dir) if engine_dir else Path(tempfile.gettempdir()) / "trt_edge_engines"
-        key = model_hash(model)[:16] + f"-{bopts.precision}"
+        if isinstance(model, (bytes, onnx.ModelProto)):
+            proto = model if isinstance(model, onnx.ModelProto) else onnx.load_from_string(model)
+            src = folder / f"model-{model_hash(proto)[:16]}.onnx"
+            if not src.exists():
+                save_onnx(proto, src)
+            model = src
+        opts_hash = hashlib.sha256(json.dumps(to_jsonable(bopts), sort_keys=True).encode()).hexdigest()
+        key = f"{model_hash(model)[:16]}-{bopts.precision}-{opts_hash[:8]}"
         plan = folder / f"{Path(model).stem}-{key}.plan"
         if not plan.exists():
             build_engine(model, plan, bopts)
@@ -359,30 +373,39 @@ class TensorRTRunner(Runner):
         self._trt = trt
         self._check_sidecar(trt.__version__)
         self._ctx = CudaContext(self.options.device)
-        with self._ctx:
-            self._capture = _LogCapture(trt)
-            runtime: tensorrt.Runtime = trt.Runtime(self._capture.logger)
-            if self.options.trust_host_code:
-                runtime.engine_host_code_allowed = True
-            engine = runtime.deserialize_cuda_engine(self._engine_bytes())
-            if engine is None:
-                tail = "\n  ".join(self._capture.lines[-5:]) or "(no TensorRT message)"
-                self._ctx.close()
-                raise EngineCompatibilityError(
-                    f"TensorRT {trt.__version__} could not deserialize '{self.name}':\n  {tail}\n"
-                    "The engine was probably built with another TensorRT version or for another GPU "
-                    "(or it is version-compatible and needs trust_host_code=True): rebuild it here "
-                    "with `trt-edge build`.")
-            self._runtime = runtime
-            self._engine: tensorrt.ICudaEngine = engine
-            if self.options.profile >= engine.num_optimization_profiles:
-                raise InvalidInputError(f"Profile {self.options.profile} requested but the engine has "
-                                        f"{engine.num_optimization_profiles} profile(s).")
-            self._describe_io()
-            self._zero_copy = (self._ctx.integrated if self.options.zero_copy is None
-                               else bool(self.options.zero_copy))
-            if self._zero_copy and not self._ctx.can_map_host_memory:
-                raise RunnerError("zero_copy requested but this GPU cannot map host memory.")
+        try:
+            with self._ctx:
+                self._load_engine(trt)
+        except BaseException:
+            # activate failed: the base class will not call deactivate, so release here.
+            self._ctx.close()
+            self._ctx = None
+            raise
+
+    def _load_engine(self, trt: Any) -> None:
+        assert self._ctx is not None
+        self._capture = _LogCapture(trt)
+        runtime: tensorrt.Runtime = trt.Runtime(self._capture.logger)
+        if self.options.trust_host_code:
+            runtime.engine_host_code_allowed = True
+        engine = runtime.deserialize_cuda_engine(self._engine_bytes())
+        if engine is None:
+            tail = "\n  ".join(self._capture.lines[-5:]) or "(no TensorRT message)"
+            raise EngineCompatibilityError(
+                f"TensorRT {trt.__version__} could not deserialize '{self.name}':\n  {tail}\n"
+                "The engine was probably built with another TensorRT version or for another GPU "
+                "(or it is version-compatible and needs trust_host_code=True): rebuild it here "
+                "with `trt-edge build`.")
+        self._runtime = runtime
+        self._engine: tensorrt.ICudaEngine = engine
+        if self.options.profile >= engine.num_optimization_profiles:
+            raise InvalidInputError(f"Profile {self.options.profile} requested but the engine has "
+                                    f"{engine.num_optimization_profiles} profile(s).")
+        self._describe_io()
+        self._zero_copy = (self._ctx.integrated if self.options.zero_copy is None
+                           else bool(self.options.zero_copy))
+        if self._zero_copy and not self._ctx.can_map_host_memory:
+            raise RunnerError("zero_copy requested but this GPU cannot map host memory.")
 
     def _describe_io(self) -> None:
         trt = self._trt
@@ -492,14 +515,17 @@ class TensorRTRunner(Runner):
     def benchmark_gpu(self, feed: Mapping[str, np.ndarray], warmup: int = 10,
                       iterations: int | None = 200, duration_s: float | None = None,
                       cuda_graph: bool | None = None, transfers: bool = True,
-                      jetson_power: bool = True) -> dict[str, Any]:
+                      jetson_power: bool = True, variants: bool = True) -> dict[str, Any]:
         """trtexec-style H2D / compute / D2H / enqueue / end-to-end statistics (ms) and throughput.
 
         Runs on the calling thread's context and stream; ``cuda_graph`` overrides
         the runner option for this measurement. On a Jetson (``tegrastats``
         present) and with ``jetson_power``, the power mode is recorded and
         tegrastats is sampled during the timed run (power, energy, RAM, GPU load)
-        under the ``jetson`` key.
+        under the ``jetson`` key. With ``variants``, the other two trtexec
+        configurations are measured too (CUDA graph on/off, and GPU compute
+        without transfers) and summarised under ``variants``, so one
+        ``trt-edge bench`` shows what graphs and copies cost.
         """
         import contextlib
 
@@ -534,7 +560,29 @@ class TensorRTRunner(Runner):
         report["zero_copy"] = self._zero_copy
         if sampler is not None:
             report["jetson"] = {"power_mode": power_mode(), **sampler.summary()}
+        if variants:
+            report["variants"] = self._variants(feed, opts)
         return report
+
+    def _variants(self, feed: Mapping[str, np.ndarray], main: Any) -> dict[str, Any]:
+        """Short summaries of the graph-on/off and no-transfer configurations not measured above."""
+        has_dds = bool(self._plan.data_dependent_outputs)
+        wanted = {"cuda_graph_off": (False, True), "cuda_graph_on": (True, True),
+                  "no_transfers": (not has_dds, False)}
+        out: dict[str, Any] = {}
+        for key, (graph, transfers) in wanted.items():
+            if (graph, transfers) == (main.cuda_graph, main.transfers) or (graph and has_dds):
+                continue
+            r = self.benchmark_gpu(feed, warmup=main.warmup, iterations=main.iterations,
+                                   duration_s=main.duration_s, cuda_graph=graph, transfers=transfers,
+                                   jetson_power=False, variants=False)
+            out[key] = {"cuda_graph": graph, "transfers": transfers,
+                        "end_to_end_median_ms": r["end_to_end_ms"]["median"],
+                        "end_to_end_p99_ms": r["end_to_end_ms"]["p99"],
+                        "compute_median_ms": r["compute_ms"]["median"],
+                        "enqueue_median_ms": r["enqueue_ms"]["median"],
+                        "throughput_qps": r["throughput_qps"]}
+        return out
 
 
 __all__ = ["TensorRTRunner", "TrtRunnerOptions"]

@@ -17,7 +17,7 @@ import onnx
 
 from ..registry import PassContext, register_pass
 from ._common import (bypass_node, constant_value, gs_module, is_constant, is_default_domain,
-                      is_empty, protected_names)
+                      is_empty, protected_names, unique_name)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,26 @@ def _slice_of_shape(node: Any, dims: Dims) -> np.ndarray | None:
     return np.asarray(picked, dtype=np.int64)
 
 
+def _unsqueeze_axes(node: Any, opset: int) -> np.ndarray | None:
+    if opset >= 13:
+        return _const_ints(node.inputs[1]) if len(node.inputs) > 1 else None
+    axes = node.attrs.get("axes")
+    return None if axes is None else np.asarray(axes, dtype=np.int64)
+
+
+def merged_unsqueeze_axes(rank: int, first: Sequence[int], second: Sequence[int]) -> list[int] | None:
+    """Axes of one Unsqueeze equal to Unsqueeze(first) then Unsqueeze(second) on a rank-``rank`` input."""
+    dims: list[int | None] = list(range(rank))          # original dims by index, None = inserted 1
+    for axes in (first, second):
+        out_rank = len(dims) + len(axes)
+        norm = sorted(a + out_rank if a < 0 else a for a in axes)
+        if len(set(norm)) != len(norm) or any(not 0 <= a < out_rank for a in norm):
+            return None
+        it = iter(dims)
+        dims = [None if i in norm else next(it) for i in range(out_rank)]
+    return [i for i, d in enumerate(dims) if d is None]
+
+
 def _replace_with_constant(t: Any, value: np.ndarray, name_suffix: str = "__static") -> None:
     gs = gs_module()
     prod = t.inputs[0]
@@ -118,21 +138,21 @@ def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
     """Replace Shape/Size results (or the Gather/Slice read of them) by constants where the dims are static.
 
     Also drops Reshape nodes that provably do nothing (static input shape equal
-    to the output shape) and collapses ``Reshape -> Reshape`` into one. Run
+    to the output shape) and collapses ``Reshape -> Reshape`` and
+    ``Unsqueeze -> Unsqueeze`` (opset 13+) chains into one node. Run
     ``fold_constants`` afterwards to fold what became constant. Dynamic
     dimensions are left dynamic.
     """
     graph.toposort()
     shapes = inferred_shapes(graph, ctx.shapes_inferred)
     protected = protected_names(graph, ctx)
-    stats = {"shape": 0, "gather": 0, "slice": 0, "size": 0, "reshape_noop": 0, "reshape_chain": 0}
+    stats = {"shape": 0, "gather": 0, "slice": 0, "size": 0, "reshape_noop": 0, "reshape_chain": 0,
+             "unsqueeze_chain": 0}
     for node in list(graph.nodes):
         if not is_default_domain(node) or not node.outputs or is_empty(node.outputs[0]):
             continue
         out = node.outputs[0]
-        if out.name in protected or not len(out.inputs):
-            continue
-        if node.op in ("Shape", "Size") and not is_empty(node.inputs[0]):
+        if node.op in ("Shape", "Size") and not is_empty(node.inputs[0]) and out.name not in protected:
             dims = shapes.get(node.inputs[0].name)
             if dims is None:
                 continue
@@ -179,6 +199,114 @@ def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
                 # Reshape(Reshape(x, a), b) == Reshape(x, b) when b copies no dimension from its input.
                 node.inputs[0] = prod.inputs[0]
                 stats["reshape_chain"] += 1
+        elif node.op == "Unsqueeze" and ctx.opset >= 13:
+            src = node.inputs[0]
+            prod = src.inputs[0] if len(src.inputs) else None
+            if (prod is None or prod.op != "Unsqueeze" or not is_default_domain(prod)
+                    or src.name in protected or len(src.outputs) != 1):
+                continue
+            inner, outer = _unsqueeze_axes(prod, ctx.opset), _unsqueeze_axes(node, ctx.opset)
+            x_dims = shapes.get(prod.inputs[0].name)
+            if inner is None or outer is None or x_dims is None:
+                continue
+            axes = merged_unsqueeze_axes(len(x_dims), inner.reshape(-1).tolist(), outer.reshape(-1).tolist())
+            if axes is None:
+                continue
+            gs = gs_module()
+            # Unsqueeze(Unsqueeze(x, a), b) == Unsqueeze(x, merged axes).
+            node.inputs[0] = prod.inputs[0]
+            node.inputs[1] = gs.Constant(unique_name(graph, f"{out.name}_axes"),
+                                         np.asarray(axes, dtype=np.int64))
+            stats["unsqueeze_chain"] += 1
     graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=False).toposort()
     ctx.record("simplify_shapes", **stats)
+    return graph
+
+
+def symbolic_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, list[int | str | None]]:
+    """Like :func:`inferred_shapes` but keeping symbolic dimension names (``"batch"``, ``"unk__7"``)."""
+    gs = gs_module()
+    if not trust_annotations:
+        try:
+            model = onnx.shape_inference.infer_shapes(gs.export_onnx(graph, do_type_check=False),
+                                                      data_prop=True)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("shape inference failed (%s)", exc)
+            return {}
+        out: dict[str, list[int | str | None]] = {}
+        g = model.graph
+        for vi in [*g.input, *g.value_info, *g.output]:
+            tt = vi.type.tensor_type
+            if tt.HasField("shape"):
+                out[vi.name] = [int(d.dim_value) if d.HasField("dim_value") else
+                                (d.dim_param or None) for d in tt.shape.dim]
+        return out
+    return {name: [d if isinstance(d, (int, str)) else None for d in t.shape]
+            for name, t in graph.tensors().items() if t.shape is not None}
+
+
+def _single_dim_read(node: Any, shapes: dict[str, list[int | str | None]]) -> tuple[str, int] | None:
+    """(symbol, result rank) when ``node`` reads exactly one symbolic dim of a tensor's shape.
+
+    Recognises ``Gather(Shape(x), i)`` (scalar or 1-element index, axis 0) and
+    ``Shape(x, start=a, end=a+1)``.
+    """
+    if node.op == "Shape":
+        dims = shapes.get(node.inputs[0].name)
+        if dims is None:
+            return None
+        picked = _shape_slice(node, list(dims))
+        if len(picked) == 1 and isinstance(picked[0], str):
+            return picked[0], 1
+        return None
+    if node.op != "Gather" or int(node.attrs.get("axis", 0)) != 0:
+        return None
+    src = node.inputs[0]
+    shape_node = src.inputs[0] if len(src.inputs) else None
+    if shape_node is None or shape_node.op != "Shape" or not is_default_domain(shape_node):
+        return None
+    dims = shapes.get(shape_node.inputs[0].name)
+    idx = _const_ints(node.inputs[1])
+    if dims is None or idx is None or idx.size != 1:
+        return None
+    picked = _shape_slice(shape_node, list(dims))
+    i = int(idx.reshape(-1)[0])
+    if not -len(picked) <= i < len(picked) or not isinstance(picked[i], str):
+        return None
+    return picked[i], idx.ndim
+
+
+@register_pass("unify_dynamic_dims", order=35)
+def unify_dynamic_dims(graph: Any, ctx: PassContext) -> Any:
+    """Compute each dynamic dimension once: reads of a dim that shape inference proves equal share one tensor.
+
+    Exporters re-read ``batch``/``sequence`` from every layer's activations
+    (``Gather(Shape(h_k), 0)``). Where ONNX shape inference gives those dims
+    the same symbol, every later read is rewired to the first one, and
+    ``eliminate_duplicates`` then merges the Unsqueeze/Concat chains built on
+    them. Verification feeds give every dynamic axis a different size, so a
+    wrong equality would be caught.
+    """
+    graph.toposort()
+    shapes = symbolic_shapes(graph, ctx.shapes_inferred)
+    protected = protected_names(graph, ctx)
+    first: dict[tuple[str, int], Any] = {}
+    unified = 0
+    for node in list(graph.nodes):
+        if not is_default_domain(node) or not node.outputs or is_empty(node.outputs[0]):
+            continue
+        key = _single_dim_read(node, shapes)
+        if key is None:
+            continue
+        out = node.outputs[0]
+        canonical = first.setdefault(key, out)
+        if canonical is out or out.name in protected or canonical.dtype != out.dtype:
+            continue
+        for consumer in list(out.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is out:
+                    consumer.inputs[i] = canonical
+        unified += 1
+    graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=False).toposort()
+    ctx.record("unify_dynamic_dims", unified=unified)
     return graph

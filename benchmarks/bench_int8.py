@@ -1,0 +1,420 @@
+"""INT8/FP16 benchmark: our calibrator + Q/DQ vs ONNX Runtime's quantize_static, on real models.
+
+For MNIST CNN, all-MiniLM-L6-v2 and MobileNetV2 (ImageNet weights), on the same
+calibration sets:
+- calibration time and peak memory, ours vs ORT (``CalibrationMethod.Entropy``, QDQ),
+  each run in its own subprocess (peak RSS from ``os.wait4``), interleaved, median of
+  ``--repeats``; a "floor" subprocess (imports + model + data only) is reported too;
+- task metric of FP32, FP16 (ours), INT8 ours (TensorRT placement and ONNX Runtime
+  placement) and INT8 ORT, plus SQNR vs FP32 (and our other calibration methods);
+- ONNX Runtime CPU latency of every variant (1 thread, interleaved rounds, median).
+
+    python benchmarks/bench_int8.py [--models mnist,minilm,mobilenet] [--repeats 3]
+                                    [--json benchmarks/results/int8.json]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+METHODS = ("entropy", "percentile", "max", "mse")
+
+
+# ----------------------------------------------------------------------------- workers
+def _batches(npz: str, batch_size: int) -> list[dict[str, np.ndarray]]:
+    data = np.load(npz)
+    arrays = {k: data[k] for k in data.files}
+    n = next(iter(arrays.values())).shape[0]
+    return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Runs in a subprocess; prints one JSON line with its timings."""
+    import onnx  # noqa: F401  (both sides pay for the same imports)
+    import onnxruntime  # noqa: F401
+
+    batches = _batches(args.calib, args.batch_size)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if args.worker == "floor":
+        onnx.load(args.onnx)
+    elif args.worker.startswith("ours"):
+        from trt_edge.quant import CalibrationOptions, QuantizeOptions, calibrate, quantize_qdq
+        ranges = calibrate(args.onnx, batches, CalibrationOptions(method=args.method, target="onnxruntime",
+                                                                   show_progress=False))
+        out["calib_s"] = time.perf_counter() - t0
+        if args.worker == "ours_full":
+            ranges.save(args.out + ".ranges.json")
+            t1 = time.perf_counter()
+            for target in ("tensorrt", "onnxruntime"):
+                q = quantize_qdq(args.onnx, ranges, QuantizeOptions(target=target))
+                onnx.save(q, f"{args.out}.{target}.onnx")
+            out["quantize_s"] = (time.perf_counter() - t1) / 2
+    elif args.worker == "ort_calib":
+        from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+        with tempfile.TemporaryDirectory() as tmp:
+            cal = create_calibrator(args.onnx, _ort_ops(args), augmented_model_path=os.path.join(tmp, "aug.onnx"),
+                                    calibrate_method=CalibrationMethod.Entropy)
+            cal.collect_data(_Reader(batches))
+            cal.compute_data()
+        out["calib_s"] = time.perf_counter() - t0
+    elif args.worker == "ort_full":
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+        quantize_static(args.onnx, args.out + ".onnx", _Reader(batches), quant_format=QuantFormat.QDQ,
+                        per_channel=True, calibrate_method=CalibrationMethod.Entropy,
+                        op_types_to_quantize=_ort_ops(args))
+        out["total_s"] = time.perf_counter() - t0
+    out["wall_s"] = time.perf_counter() - t0
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _ort_ops(args: argparse.Namespace) -> list[str] | None:
+    return [o for o in args.ort_op_types.split(",") if o] or None
+
+
+class _Reader:
+    """ORT CalibrationDataReader over the same batches we use."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+# ----------------------------------------------------------------------------- models
+class Case:
+    # ORT quantize_static's op types: its default (all) where it works
+    ort_op_types: tuple[str, ...] = ()
+    name: str
+    onnx: Path
+    calib: Path
+    batch_size: int
+    latency_feed: dict[str, np.ndarray]
+
+    def metric(self, run: Callable[[dict[str, np.ndarray]], np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class MnistCase(Case):
+    name = "mnist_cnn"
+    metric_name = "top-1 accuracy"
+
+    def __init__(self, work: Path) -> None:
+        import torch
+        from trt_edge.data.mnist import load_mnist
+        from trt_edge.export import ExportOptions, export_onnx
+        from trt_edge.models.mnist import train_mnist_cnn
+        self.split = load_mnist()
+        self.onnx = work / "mnist.onnx"
+        if not self.onnx.exists():
+            # the trainer is time-boxed: give it enough wall time on a busy 2-core machine
+            model = train_mnist_cnn(self.split, seconds=30.0, seed=0)
+            export_onnx(model, torch.from_numpy(self.split.x_test[:2]), self.onnx,
+                        ExportOptions(input_names=["input"], output_names=["logits"], exporter="torchscript"))
+        self.calib = work / "mnist_calib.npz"
+        np.savez(self.calib, input=self.split.x_train[:512])
+        self.batch_size = 64
+        self.latency_feed = {"input": self.split.x_test[:32]}
+
+    def outputs(self, run):
+        return np.concatenate([run({"input": self.split.x_test[i:i + 250]}) for i in range(0, len(self.split.x_test), 250)])
+
+    def metric(self, out: np.ndarray) -> float:
+        return float(np.mean(out.argmax(1) == self.split.y_test))
+
+
+class MiniLMCase(Case):
+    name = "minilm_l6"
+    # ORT's default (every op) fails on this graph: its histogram calibrator overflows on the
+    # attention mask's float32-min constants ("Too many bins for data range"); MatMul/Gemm is
+    # what ORT recommends for transformers.
+    ort_op_types = ("MatMul", "Gemm")
+    metric_name = "Pearson vs human similarity"
+
+    def __init__(self, work: Path, n_calib: int = 64) -> None:
+        import torch
+        from trt_edge.data.sentences import calibration_sentences, similarity_pairs
+        from trt_edge.export import ExportOptions, export_onnx
+        from trt_edge.models.minilm import load_minilm
+        self.bundle = load_minilm()
+        self.onnx = work / "minilm.onnx"
+        if not self.onnx.exists():
+            feed = self.bundle.tokenize(["A robot arm picks up the red cube.", "Sensors report a blocked path."])
+            axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                    "embeddings": {0: "batch"}}
+            export_onnx(self.bundle.module, tuple(torch.from_numpy(feed[k]) for k in ("input_ids", "attention_mask")),
+                        self.onnx, ExportOptions(exporter="torchscript", input_names=["input_ids", "attention_mask"],
+                                                 output_names=["embeddings"], dynamic_axes=axes))
+        self.calib = work / "minilm_calib.npz"
+        np.savez(self.calib, **self.bundle.tokenize(calibration_sentences(n_calib), pad_to=128))
+        self.docs, self.pairs, self.human = similarity_pairs()
+        self.batch_size = 8
+        self.latency_feed = self.bundle.tokenize(self.docs[:8], pad_to=128)
+
+    def outputs(self, run):
+        return np.concatenate([run(self.bundle.tokenize(self.docs[i:i + 10])) for i in range(0, len(self.docs), 10)])
+
+    def metric(self, out: np.ndarray) -> float:
+        from trt_edge.data.sentences import similarity_correlation
+        return similarity_correlation(out, self.pairs, self.human)
+
+
+class MobileNetCase(Case):
+    name = "mobilenet_v2"
+    metric_name = "top-1 agreement with FP32"
+
+    def __init__(self, work: Path) -> None:
+        import torch
+        from trt_edge.data.images import imagenet_photos
+        from trt_edge.export import ExportOptions, export_onnx
+        from trt_edge.models.mobilenetv2 import mobilenet_v2_imagenet
+        self.photos, self.names = imagenet_photos()
+        self.onnx = work / "mobilenet_v2.onnx"
+        if not self.onnx.exists():
+            export_onnx(mobilenet_v2_imagenet(), torch.from_numpy(self.photos[:2]), self.onnx,
+                        ExportOptions(input_names=["input"], output_names=["logits"], exporter="torchscript"))
+        # calibration: the photos' mirror images and shifted crops (evaluation uses the originals)
+        calib = np.concatenate([self.photos[..., ::-1], np.roll(self.photos, 12, axis=-2)])
+        self.calib = work / "mobilenet_calib.npz"
+        np.savez(self.calib, input=np.ascontiguousarray(calib))
+        self.batch_size = 4
+        self.latency_feed = {"input": self.photos[:1]}
+        self.reference: np.ndarray | None = None
+
+    def outputs(self, run):
+        return run({"input": self.photos})
+
+    def metric(self, out: np.ndarray) -> float:
+        assert self.reference is not None
+        return float(np.mean(out.argmax(1) == self.reference.argmax(1)))
+
+
+# ----------------------------------------------------------------------------- measurement
+def _session(path_or_model, threads: int = 1):
+    import onnx
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else str(path_or_model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def _runner(sess):
+    names = [i.name for i in sess.get_inputs()]
+    return lambda feed: sess.run(None, {n: feed[n] for n in names})[0]
+
+
+def latency_ms(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, iters: int) -> dict[str, dict[str, float]]:
+    per: dict[str, list[float]] = {k: [] for k in sessions}
+    runners = {k: _runner(s) for k, s in sessions.items()}
+    for r in runners.values():
+        for _ in range(3):
+            r(feed)
+    for _ in range(rounds):  # interleaved rounds
+        for k, r in runners.items():
+            times = []
+            for _ in range(iters):
+                t = time.perf_counter_ns()
+                r(feed)
+                times.append((time.perf_counter_ns() - t) / 1e6)
+            per[k].extend(times)
+    return {k: {"median": statistics.median(v), "p90": float(np.percentile(v, 90))} for k, v in per.items()}
+
+
+def sqnr_db(a: np.ndarray, ref: np.ndarray) -> float:
+    from trt_edge.numerics import compare_arrays
+    return compare_arrays("out", a, ref).sqnr_db
+
+
+def cosine(a: np.ndarray, ref: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = ref / np.linalg.norm(ref, axis=-1, keepdims=True)
+    return float(np.mean(np.sum(a * b, axis=-1)))
+
+
+def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters: int) -> dict[str, Any]:
+    import onnx
+    from trt_edge.quant import CalibrationOptions, QuantizeOptions, calibrate, convert_fp16, quantize_qdq
+
+    res: dict[str, Any] = {"model": case.name, "metric": case.metric_name,
+                           "ort_op_types_to_quantize": list(case.ort_op_types) or "default (all)"}
+    # ---- calibration cost, each in its own process, interleaved
+    runs: dict[str, list[dict[str, Any]]] = {"floor": [], "ours_calib": [], "ort_calib": []}
+    for _ in range(repeats):
+        for kind in runs:
+            runs[kind].append(run_measured(kind, case))
+    ours_full = run_measured("ours_full", case, out=work / f"{case.name}.ours")
+    ort_full = run_measured("ort_full", case, out=work / f"{case.name}.ort")
+    res["calibration"] = {k: {"calib_s_median": statistics.median([r.get("calib_s", r["wall_s"]) for r in v]),
+                              "peak_rss_mb_median": statistics.median([r["peak_rss_mb"] for r in v]),
+                              "runs": v} for k, v in runs.items()}
+    res["end_to_end"] = {"ours": ours_full, "ort": ort_full}
+    c = res["calibration"]
+    res["speedup_calibration"] = c["ort_calib"]["calib_s_median"] / c["ours_calib"]["calib_s_median"]
+    floor = c["floor"]["peak_rss_mb_median"]
+    res["peak_rss_ratio_ours_over_ort"] = c["ours_calib"]["peak_rss_mb_median"] / c["ort_calib"]["peak_rss_mb_median"]
+    res["peak_rss_above_floor_ratio"] = ((c["ours_calib"]["peak_rss_mb_median"] - floor)
+                                         / max(c["ort_calib"]["peak_rss_mb_median"] - floor, 1e-9))
+    # ---- models
+    fp32 = onnx.load(case.onnx)
+    fp16, fp16_report = convert_fp16(fp32)
+    variants = {
+        "fp32": fp32,
+        "fp16_ours": fp16,
+        "int8_ours_trt": onnx.load(f"{work / case.name}.ours.tensorrt.onnx"),
+        "int8_ours_ort": onnx.load(f"{work / case.name}.ours.onnxruntime.onnx"),
+        "int8_ort_quantize_static": onnx.load(f"{work / case.name}.ort.onnx"),
+    }
+    # our other methods (in process; calibration is cheap)
+    batches = _batches(str(case.calib), case.batch_size)
+    for method in METHODS[1:]:
+        r = calibrate(fp32, batches, CalibrationOptions(method=method, target="onnxruntime", show_progress=False))
+        variants[f"int8_ours_trt_{method}"] = quantize_qdq(fp32, r, QuantizeOptions(target="tensorrt"))
+    sessions = {k: _session(m, threads=2) for k, m in variants.items()}
+    outs = {k: case.outputs(_runner(s)) for k, s in sessions.items()}
+    if isinstance(case, MobileNetCase):
+        case.reference = outs["fp32"]
+    res["quality"] = {}
+    for k, o in outs.items():
+        q = {"metric": case.metric(o), "sqnr_db_vs_fp32": sqnr_db(o, outs["fp32"])}
+        if isinstance(case, MiniLMCase):
+            q["embedding_cosine_vs_fp32"] = cosine(o, outs["fp32"])
+        res["quality"][k] = q
+    res["fp16_kept_fp32_nodes"] = len(fp16_report.fp32_nodes)
+    lat_variants = ["fp32", "fp16_ours", "int8_ours_trt", "int8_ours_ort", "int8_ort_quantize_static"]
+    lat_sessions = {k: _session(variants[k], threads=1) for k in lat_variants}
+    res["latency_ms_ort_cpu_1thread"] = latency_ms(lat_sessions, case.latency_feed, lat_rounds, lat_iters)
+    res["latency_batch"] = {k: list(v.shape) for k, v in case.latency_feed.items()}
+    return res
+
+
+def run_measured(kind: str, case: Case, out: Path | None = None) -> dict[str, Any]:
+    """Run one worker through a wrapper process whose RUSAGE_CHILDREN peak is that worker's alone."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", kind, "--onnx", str(case.onnx),
+           "--calib", str(case.calib), "--batch-size", str(case.batch_size),
+           "--ort-op-types", ",".join(case.ort_op_types)]
+    if out is not None:
+        cmd += ["--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{proc.stderr[-4000:]}")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("MEASURED "))
+    return json.loads(line[len("MEASURED "):])
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Wrapper process: runs exactly one worker, so RUSAGE_CHILDREN is that worker's peak RSS."""
+    import resource
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", args.measure, "--onnx", args.onnx,
+           "--calib", args.calib, "--batch-size", str(args.batch_size), "--method", args.method,
+           "--ort-op-types", args.ort_op_types]
+    if args.out:
+        cmd += ["--out", args.out]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        sys.exit(1)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    res = json.loads(line[len("RESULT "):])
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    print("MEASURED " + json.dumps(res), flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+def table(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        c = r["calibration"]
+        lines.append(f"\n== {r['model']} ({r['metric']})")
+        lines.append(f"calibration (median of {len(c['ours_calib']['runs'])}): ours "
+                     f"{c['ours_calib']['calib_s_median']:.2f}s / {c['ours_calib']['peak_rss_mb_median']:.0f} MB, "
+                     f"ORT {c['ort_calib']['calib_s_median']:.2f}s / {c['ort_calib']['peak_rss_mb_median']:.0f} MB, "
+                     f"floor {c['floor']['peak_rss_mb_median']:.0f} MB -> {r['speedup_calibration']:.1f}x faster, "
+                     f"peak {r['peak_rss_ratio_ours_over_ort']:.2f}x of ORT "
+                     f"({r['peak_rss_above_floor_ratio']:.2f}x above the floor)")
+        e = r["end_to_end"]
+        lines.append(f"end to end (calibrate + quantize): ours {e['ours']['wall_s']:.2f}s, "
+                     f"ORT quantize_static {e['ort']['wall_s']:.2f}s")
+        lines.append(f"{'variant':<30}{'metric':>10}{'SQNR dB':>10}{'cos':>9}{'ORT ms':>9}{'p90':>8}")
+        lat = r["latency_ms_ort_cpu_1thread"]
+        for k, q in r["quality"].items():
+            l = lat.get(k)
+            lines.append(f"{k:<30}{q['metric']:>10.4f}{q['sqnr_db_vs_fp32']:>10.1f}"
+                         f"{q.get('embedding_cosine_vs_fp32', float('nan')):>9.4f}"
+                         f"{(l['median'] if l else float('nan')):>9.2f}{(l['p90'] if l else float('nan')):>8.2f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="mnist,minilm,mobilenet")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--lat-rounds", type=int, default=5)
+    p.add_argument("--lat-iters", type=int, default=20)
+    p.add_argument("--json", type=Path, default=HERE / "results" / "int8.json")
+    p.add_argument("--work", type=Path, default=HERE / "results" / "int8_work")
+    # internal
+    p.add_argument("--worker")
+    p.add_argument("--measure")
+    p.add_argument("--onnx")
+    p.add_argument("--calib")
+    p.add_argument("--out")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--method", default="entropy")
+    p.add_argument("--ort-op-types", default="")
+    args = p.parse_args()
+    if args.worker:
+        logging.disable(logging.WARNING)
+        worker(args)
+        return 0
+    if args.measure:
+        measure(args)
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    args.work.mkdir(parents=True, exist_ok=True)
+    cases = {"mnist": MnistCase, "minilm": MiniLMCase, "mobilenet": MobileNetCase}
+    from trt_edge.artifacts import machine_info, tool_versions
+    results = []
+    for name in args.models.split(","):
+        t0 = time.time()
+        case = cases[name](args.work)
+        results.append(bench_case(case, args.work, args.repeats, args.lat_rounds, args.lat_iters))
+        print(table(results[-1:]), flush=True)
+        print(f"({name}: {time.time() - t0:.0f}s)", flush=True)
+    report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(sys.argv), "machine": machine_info(), "versions": tool_versions(),
+              "results": results}
+    from trt_edge.artifacts import atomic_write_json
+    atomic_write_json(args.json, report)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
