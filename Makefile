@@ -27,7 +27,7 @@ test-tensorrt: setup
 	$(PY) -m pytest -q -m tensorrt tests
 
 typecheck: setup
-	$(PY) -m mypy trt_edge/build trt_edge/runtime
+	$(PY) -m mypy --follow-imports=silent trt_edge/build trt_edge/runtime
 
 bench: setup
 	$(PY) benchmarks/bench_passes.py

@@ -18,8 +18,10 @@ from trt_edge.runtime.onnxrt import run_onnx
 
 def _optimize_and_check(path_or_model, real_feeds):
     model = onnx.load(str(path_or_model)) if not isinstance(path_or_model, onnx.ModelProto) else path_or_model
-    out, report = optimize(model, OptimizeOptions(real_inputs=real_feeds))
-    assert report.verified and report.verification_feeds == 2 + len(real_feeds)
+    # One random feed (dynamic axes at 2, 3, ...) plus the real ones keeps the suite fast;
+    # the default (two random feeds) is exercised by the hand-built models.
+    out, report = optimize(model, OptimizeOptions(real_inputs=real_feeds, verify_dim_sizes=(2,)))
+    assert report.verified and report.verification_feeds == 1 + len(real_feeds)
     assert report.nodes_after <= report.nodes_before
     onnx.checker.check_model(out, full_check=True)
     assert [o.name for o in out.graph.output] == [o.name for o in model.graph.output]
