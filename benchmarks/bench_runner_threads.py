@@ -69,7 +69,7 @@ def export_models(workdir: Path, with_minilm: bool) -> dict[str, Path]:
 
 def workloads(paths: dict[str, Path]) -> list[tuple[str, Path, dict[str, np.ndarray], int]]:
     rng = np.random.default_rng(0)
-    out = []
+    out: list[tuple[str, Path, dict[str, np.ndarray], int]] = []
     for batch in (1, 32):
         out.append((f"mnist b{batch}", paths["mnist"],
                     {"input": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)}, batch))
@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_models(Path(tmp), with_minilm=not args.no_minilm)
         for name, path, feed, batch in workloads(paths):
-            runners = [(mode, n, OnnxRuntimeRunner(path, opts).activate()) for mode, n, opts in configs(threads)]
+            runners: list[tuple[str, int, OnnxRuntimeRunner]] = []
+            for mode, n, opts in configs(threads):
+                runner = OnnxRuntimeRunner(path, opts)
+                runner.activate()
+                runners.append((mode, n, runner))
             try:
                 # Calibrate the number of calls per measurement from the single-thread latency.
                 probe = runners[0][2]
@@ -164,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'workload':<18}{'mode':<8}{'threads':>8}{'inf/s':>11}{'samples/s':>12}{'vs 1 thr':>10}"
     print(header)
     print("-" * len(header))
-    for r in rows:
-        print(f"{r['workload']:<18}{r['mode']:<8}{r['threads']:>8}{r['inferences_per_s']:>11.1f}"
-              f"{r['samples_per_s']:>12.1f}{r['speedup_vs_1_thread']:>10.2f}")
+    for row in rows:
+        print(f"{row['workload']:<18}{row['mode']:<8}{row['threads']:>8}{row['inferences_per_s']:>11.1f}"
+              f"{row['samples_per_s']:>12.1f}{row['speedup_vs_1_thread']:>10.2f}")
     result = {"benchmark": "runner_threads", "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "machine": machine_info(), "tool_versions": tool_versions(), "repeats": args.repeats,

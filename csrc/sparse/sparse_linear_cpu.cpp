@@ -322,22 +322,43 @@ void csr_gemv<F32>(int64_t N, const int32_t* rp, const int32_t* ci, const float*
 #endif
 
 // batch > 1, tile width MT: xt is [K][Mp], Mp % MT == 0.
+// MT floats in one SIMD value (GCC/clang vector extension: portable to x86 and ARM, and,
+// unlike a float[MT] array, kept in registers across the non-zero loop).
+template <int MT>
+struct Lanes {
+  typedef float V __attribute__((vector_size(MT * sizeof(float))));
+};
+// Out-parameter rather than a return value: returning a vector type from a function
+// changes the ABI between SIMD levels (-Wpsabi) in portable builds.
+template <int MT>
+inline void load_lanes(typename Lanes<MT>::V& v, const float* p) {
+  std::memcpy(&v, p, sizeof v);
+}
+
 template <typename P, int MT>
 void csr_gemm(int64_t M, int64_t N, int64_t Mp, const int32_t* rp, const int32_t* ci,
               const typename P::T* val, const float* lut, const float* xt, const float* b,
               typename P::T* y, int nt) {
+  using V = typename Lanes<MT>::V;
   parallel_rows(N, 16, nt, [&](int64_t n) {
     const int32_t s = rp[n], e = rp[n + 1];
     for (int64_t m0 = 0; m0 < M; m0 += MT) {
-      float acc[MT];
-      for (int i = 0; i < MT; ++i) acc[i] = 0.f;
-      for (int32_t j = s; j < e; ++j) {
-        const float v = P::load(val, j, lut);
-        const float* xr = xt + static_cast<int64_t>(ci[j]) * Mp + m0;
-        // Vectorise across the batch tile (not across non-zeros, which would gather).
-        TES_SIMD
-        for (int i = 0; i < MT; ++i) acc[i] += v * xr[i];
+      // Vectorised across the batch tile (not across non-zeros, which would gather).
+      V acc0 = {}, acc1 = {}, x0, x1;
+      int32_t j = s;
+      for (; j + 2 <= e; j += 2) {
+        load_lanes<MT>(x0, xt + static_cast<int64_t>(ci[j]) * Mp + m0);
+        load_lanes<MT>(x1, xt + static_cast<int64_t>(ci[j + 1]) * Mp + m0);
+        acc0 += P::load(val, j, lut) * x0;
+        acc1 += P::load(val, j + 1, lut) * x1;
       }
+      if (j < e) {
+        load_lanes<MT>(x0, xt + static_cast<int64_t>(ci[j]) * Mp + m0);
+        acc0 += P::load(val, j, lut) * x0;
+      }
+      float acc[MT];
+      const V sum = acc0 + acc1;
+      std::memcpy(acc, &sum, sizeof acc);
       const int64_t w = std::min<int64_t>(MT, M - m0);
       for (int64_t i = 0; i < w; ++i) P::store(y, (m0 + i) * N + n, acc[i] + b[n]);
     }
@@ -360,19 +381,31 @@ void bsr_kernel(int64_t M, int64_t N, int64_t Mp, int32_t br_rt, int32_t bc_rt,
     const int64_t rows = std::min<int64_t>(br, N - n0);
     for (int64_t m0 = 0; m0 < M; m0 += MT) {
       float acc[BRMAX][MT];
-      for (int r = 0; r < br; ++r)
-        for (int i = 0; i < MT; ++i) acc[r][i] = 0.f;
-      for (int32_t blk = s; blk < e; ++blk) {
-        const int64_t c0 = static_cast<int64_t>(bci[blk]) * bc;
-        const int64_t vbase = static_cast<int64_t>(blk) * br * bc;
-        for (int c = 0; c < bc; ++c) {
-          const float* xr = xt + (c0 + c) * Mp + m0;
+      if constexpr (MT == 1) {
+        for (int r = 0; r < br; ++r) acc[r][0] = 0.f;
+        for (int32_t blk = s; blk < e; ++blk) {
+          const float* xr = xt + static_cast<int64_t>(bci[blk]) * bc;
+          const int64_t vbase = static_cast<int64_t>(blk) * br * bc;
           for (int r = 0; r < br; ++r) {
-            const float v = P::load(val, vbase + r * bc + c, lut);
-            TES_SIMD
-            for (int i = 0; i < MT; ++i) acc[r][i] += v * xr[i];
+            float a = 0.f;
+            for (int c = 0; c < bc; ++c) a += P::load(val, vbase + r * bc + c, lut) * xr[c];
+            acc[r][0] += a;
           }
         }
+      } else {
+        using V = typename Lanes<MT>::V;
+        V vacc[BRMAX];
+        for (int r = 0; r < br; ++r) vacc[r] = V{};
+        for (int32_t blk = s; blk < e; ++blk) {
+          const int64_t c0 = static_cast<int64_t>(bci[blk]) * bc;
+          const int64_t vbase = static_cast<int64_t>(blk) * br * bc;
+          for (int c = 0; c < bc; ++c) {
+            V xv;
+            load_lanes<MT>(xv, xt + (c0 + c) * Mp + m0);
+            for (int r = 0; r < br; ++r) vacc[r] += P::load(val, vbase + r * bc + c, lut) * xv;
+          }
+        }
+        for (int r = 0; r < br; ++r) std::memcpy(acc[r], &vacc[r], sizeof acc[r]);
       }
       const int64_t w = std::min<int64_t>(MT, M - m0);
       for (int64_t r = 0; r < rows; ++r)

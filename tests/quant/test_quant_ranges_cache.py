@@ -146,3 +146,29 @@ def test_adapter_writes_the_cache_tensorrt_computes(fake_tensorrt, tmp_path, rng
     assert read_trt_cache(tmp_path / "new.cache") == {"x": struct.unpack(">f", bytes.fromhex("3c000000"))[0]}
     with pytest.raises(BuildError, match="lack network inputs"):
         EntropyCalibrator2Adapter(batches, None, ["input_ids"])
+
+
+def _patched_stubs() -> bool:
+    import sysconfig
+    from pathlib import Path
+    return (Path(sysconfig.get_paths()["purelib"]) / "tensorrt-stubs" / "__init__.pyi").exists()
+
+
+@pytest.mark.skipif(not _patched_stubs(), reason="patched tensorrt stubs not installed: run "
+                    "`pip install --no-deps tensorrt-stubs && python scripts/install_trt_stubs.py`")
+def test_adapter_type_checks_against_tensorrt_stubs(tmp_path):
+    """mypy checks the adapter's overrides against IInt8EntropyCalibrator2 in the stubs, and the
+    check is live: a wrong return type in a copy of the adapter is reported."""
+    import subprocess
+    from pathlib import Path
+    pytest.importorskip("mypy")
+    root = Path(__file__).resolve().parents[2]
+    src = root / "trt_edge" / "build" / "calibrator.py"
+    cmd = [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent"]
+    ok = subprocess.run(cmd + [str(src)], capture_output=True, text=True, cwd=root, timeout=240)
+    assert ok.returncode == 0, ok.stdout
+    bad = tmp_path / "calibrator_bad.py"
+    text = src.read_text().replace("from ..", "from trt_edge.")
+    bad.write_text(text.replace("def get_batch_size(self) -> int:", "def get_batch_size(self) -> str:  # wrong"))
+    res = subprocess.run(cmd + [str(bad)], capture_output=True, text=True, cwd=root, timeout=240)
+    assert res.returncode != 0 and "get_batch_size" in res.stdout and "IInt8Calibrator" in res.stdout

@@ -105,6 +105,20 @@ def test_densify_restores_the_exact_weights(sparse_cpu, fresh_rng):
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5)
 
 
+def test_sparsify_model_verifies(sparse_cpu, fresh_rng, monkeypatch):
+    from trt_edge.errors import VerificationError
+    model = _toy_model(fresh_rng)
+    feeds = [{"x": fresh_rng.standard_normal((2, 64)).astype(np.float32),
+              "t": fresh_rng.standard_normal((2, 3, 64)).astype(np.float32)}]
+    result = sparsify_model(model, SparsifyOptions(format="csr"), verify_feeds=feeds)
+    assert result.verification and all(r.passed for r in result.verification)
+    # Fault injection: a kernel that is off by 1e-3 must fail verification.
+    real = sparse_ort.run_sparse_linear
+    monkeypatch.setattr(sparse_ort, "run_sparse_linear", lambda x, w, b: real(x, w, b) + 1e-3)
+    with pytest.raises(VerificationError, match="sparsified vs dense"):
+        sparsify_model(model, SparsifyOptions(format="csr"), verify_feeds=feeds)
+
+
 def test_pass_is_registered_opt_in():
     gpass = get_pass("sparsify")
     assert not gpass.default and "sparsify" not in default_pipeline()

@@ -39,7 +39,7 @@ def latency_histogram(result: Any, path: str | os.PathLike[str], title: str | No
     # every call in one bar. Log-spaced bins and log axes keep both the body and the tail visible.
     long_tail = a.min() > 0 and a.max() > 10 * float(np.median(a))
     if long_tail:
-        ax.hist(a, bins=np.geomspace(a.min(), a.max(), nbins + 1), color="#4C72B0", alpha=0.85)
+        ax.hist(a, bins=np.geomspace(a.min(), a.max(), nbins + 1).tolist(), color="#4C72B0", alpha=0.85)
         ax.set_xscale("log")
         ax.set_yscale("log")
     else:

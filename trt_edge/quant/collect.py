@@ -27,10 +27,30 @@ FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProt
                onnx.TensorProto.DOUBLE)
 
 
+def _typing_view(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its weights replaced by typed graph inputs: type inference needs
+    shapes and types only, and copying a large model's weights is what makes it slow."""
+    view = onnx.ModelProto()
+    view.ir_version = model.ir_version
+    view.opset_import.extend(model.opset_import)
+    view.functions.extend(model.functions)
+    g = view.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    g.value_info.extend(model.graph.value_info)
+    have = {i.name for i in model.graph.input}
+    for init in model.graph.initializer:
+        if init.name not in have:
+            g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return view
+
+
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every named tensor we can type (inputs, outputs, inferred values)."""
     try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = shape_inference.infer_shapes(_typing_view(model), strict_mode=False)
     except Exception:  # noqa: BLE001 - inference is best effort here
         inferred = model
     types: dict[str, int] = {}

@@ -58,13 +58,14 @@ class AbsHistogram:
         a = np.abs(np.asarray(x, dtype=np.float32).ravel())
         if a.size == 0:
             return
-        finite = np.isfinite(a)
-        if not finite.all():
+        batch_max = float(a.max())
+        if not math.isfinite(batch_max):  # NaN propagates through max; inf is the max: filter once
+            finite = np.isfinite(a)
             self.nonfinite += int(a.size - np.count_nonzero(finite))
             a = a[finite]
             if a.size == 0:
                 return
-        batch_max = float(a.max())
+            batch_max = float(a.max())
         if self.bin_width == 0.0:
             if batch_max == 0.0:
                 # All zeros so far: count them, decide the width when data arrives.
@@ -75,7 +76,9 @@ class AbsHistogram:
             self.counts = np.zeros(self.num_bins, np.int64)
             self.counts[0] += self.zeros_before_range
         self._grow_to(batch_max)
-        idx = (a * np.float32(1.0 / self.bin_width)).astype(np.int64)
+        # in place: scale, truncate to bin index (values are >= 0), clamp the max into the last bin
+        np.multiply(a, np.float32(1.0 / self.bin_width), out=a)
+        idx = a.astype(np.int32)
         np.minimum(idx, self.counts.size - 1, out=idx)
         self.counts += np.bincount(idx, minlength=self.counts.size)
         self.total += a.size

@@ -4,9 +4,11 @@
 stored compressed (CSR or BSR, see :mod:`trt_edge.sparse.formats`). TensorRT runs it with
 the ``SparseLinear`` plugin (csrc/sparse/plugin); ONNX Runtime with the custom op in
 :mod:`trt_edge.sparse.ort`. Not in the default pipeline: it changes the op set (the model
-needs the plugin or the custom op), so it is opt-in (``--passes ...,sparsify``), and
-:func:`sparsify_model` is the convenient entry point (it fixes the opset imports and
-verifies the result in ONNX Runtime).
+needs the plugin or the custom op), so it is opt-in. :func:`sparsify_model` is the entry
+point: it adds the ``trt_edge`` opset import and, given feeds, verifies the result in ONNX
+Runtime (with the custom op). Inside ``trt_edge.graph.pipeline.optimize`` the pass only runs
+with ``check=False, verify=False``: the pipeline's checker and ORT verifier know neither the
+domain nor the op.
 
 Rewritten: ``Gemm(A, B[, C])`` with transA=0, alpha=1, beta=1 (or no C), constant 2-D B and
 a constant C of shape [N] / [1, N]; ``MatMul(A, B)`` with constant 2-D B, fused with a
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -202,12 +204,20 @@ class SparsifyResult:
     model: onnx.ModelProto
     layers: list[dict[str, Any]]
     replaced: int
+    verification: Any = None  # a numerics.ComparisonReport per verified feed, when verified
 
 
 def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = None,
-                   protected: set[str] | None = None) -> SparsifyResult:
+                   protected: set[str] | None = None, verify_feeds: Sequence[Mapping[str, np.ndarray]] = (),
+                   tolerance: Any = None) -> SparsifyResult:
     """Run the pass on an ONNX model; returns the rewritten model (with the ``trt_edge``
-    opset import added) and the per-layer decisions. The input model is not modified."""
+    opset import added) and the per-layer decisions. The input model is not modified.
+
+    With ``verify_feeds``, both models run in ONNX Runtime on each feed and every output must
+    agree within ``tolerance`` (default: numerics.FP32_EXPORT, rtol 1e-4 / atol 1e-5, because
+    sparse sums are reordered); otherwise :class:`~trt_edge.errors.VerificationError` is raised
+    with the comparison table.
+    """
     gs = gs_module()
     options = options or SparsifyOptions()
     ctx = PassContext(options={PASS_NAME: dataclasses.asdict(options)}, protected=set(protected or ()))
@@ -219,7 +229,21 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
     out.opset_import.append(onnx.helper.make_opsetid(DOMAIN, 1))
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     stats = ctx.stats.get(PASS_NAME, {})
-    return SparsifyResult(out, list(stats.get("layers", [])), int(stats.get("replaced", 0)))
+    result = SparsifyResult(out, list(stats.get("layers", [])), int(stats.get("replaced", 0)))
+    if verify_feeds:
+        from ...numerics import FP32_EXPORT, assert_close
+        from ...runtime.onnxrt import run_onnx
+        from ...sparse.ort import make_session
+        session = make_session(out)
+        names = [o.name for o in session.get_outputs()]
+        reports = []
+        for i, feed in enumerate(verify_feeds):
+            ref = run_onnx(model, dict(feed))
+            got = dict(zip(names, session.run(names, dict(feed))))
+            reports.append(assert_close(got, ref, tolerance or FP32_EXPORT,
+                                        what=f"sparsified vs dense outputs (feed {i})"))
+        result.verification = reports
+    return result
 
 
 def densify_model(model: onnx.ModelProto) -> onnx.ModelProto:
