@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
@@ -56,14 +57,23 @@ class BuildNative(build_ext):
         if ext.name != _SPARSE_EXT:
             return super().build_extension(ext)
         out = Path(self.get_ext_fullpath(ext.name))
+        build = _sparse_build_module()
+        log = logging.getLogger("trt_edge.setup")
         try:
-            path, label = _sparse_build_module().compile_cpu_library(
-                out, source_dir=HERE / "csrc" / "sparse")
-            logging.getLogger("trt_edge.setup").info("built %s (%s)", path, label)
+            path, label = build.compile_cpu_library(out, source_dir=HERE / "csrc" / "sparse")
+            log.info("built %s (%s)", path, label)
         except Exception as exc:  # noqa: BLE001 - optional native part: warn, never fail
-            logging.getLogger("trt_edge.setup").warning(
-                "trt-edge: the sparse CPU library was not built (%s). trt_edge works without it; "
-                "build it later with `python -m trt_edge.sparse.build`.", str(exc).splitlines()[0])
+            log.warning("trt-edge: the sparse CPU library was not built (%s). trt_edge works without "
+                        "it; build it later with `python -m trt_edge.sparse.build`.",
+                        str(exc).splitlines()[0])
+        # The CUDA kernels (for the GPU tests/benchmark) only on request: nvcc for five sm
+        # targets takes 15-60 s, and CI has no GPU to run them on.
+        if os.environ.get("TRT_EDGE_BUILD_CUDA") == "1":
+            try:
+                cuda = build.compile_cuda_library(out.parent / build.CUDA_LIB_NAME)
+                log.info("built %s", cuda)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("trt-edge: CUDA sparse kernels not built: %s", str(exc).splitlines()[0])
 
 
 setup(

@@ -22,8 +22,9 @@
 namespace trt_edge {
 namespace sparse {
 
-// Returns cudaErrorInvalidValue for bad sizes/null pointers (checked on the host, before
-// any launch), else the launch status (cudaGetLastError after the launch).
+// Returns cudaErrorInvalidValue for bad sizes/null pointers/unsupported blocks and (BSR)
+// cudaErrorMisalignedAddress when `values` is not 16-byte aligned, all checked on the host
+// before any launch; else the launch status (cudaGetLastError after the launch).
 template <typename T>
 cudaError_t launchCsrLinear(int64_t M, int32_t N, int32_t K, const int32_t* rowPtr,
                             const int32_t* colIdx, const T* values, const T* bias, const T* x,

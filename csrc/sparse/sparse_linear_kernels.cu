@@ -215,6 +215,9 @@ cudaError_t launchBsrLinear(int64_t M, int32_t N, int32_t K, int32_t br, int32_t
   if (!validSizes(M, N, K) || !isSupportedBlock(br, bc)) return cudaErrorInvalidValue;
   if (M == 0 || N == 0) return cudaSuccess;
   if (!rp || !y || (K > 0 && !x)) return cudaErrorInvalidValue;
+  // Blocks are read with 16-byte vector loads (loadBlock): the values array must be 16-byte
+  // aligned, as cudaMalloc and TensorRT allocations are.
+  if (reinterpret_cast<uintptr_t>(v) % 16 != 0) return cudaErrorMisalignedAddress;
   if (br == 1 && bc == 4) return launchBsrShape<T, 1, 4>(M, N, K, rp, ci, v, b, x, y, s);
   if (br == 1 && bc == 8) return launchBsrShape<T, 1, 8>(M, N, K, rp, ci, v, b, x, y, s);
   if (br == 2 && bc == 2) return launchBsrShape<T, 2, 2>(M, N, K, rp, ci, v, b, x, y, s);

@@ -39,6 +39,16 @@ def test_cuda_sources_compile_and_link_for_all_targets(tmp_path):
         for name in ("tes_cuda_linear_csr_f32", "tes_cuda_linear_csr_f16", "tes_cuda_linear_bsr_f32",
                      "tes_cuda_linear_bsr_f16"):
             assert name in symbols
+    # The launchers validate on the host before touching the driver, so their user-error
+    # statuses are checkable without a GPU (cudaErrorInvalidValue = 1, misaligned = 716).
+    from trt_edge.sparse.cuda import _load
+    lib = _load(str(out))
+    assert lib.tes_cuda_linear_csr_f32(-1, 4, 4, None, None, None, None, None, None, None) == 1
+    assert lib.tes_cuda_linear_csr_f32(2, 4, 4, None, None, None, None, None, None, None) == 1
+    assert lib.tes_cuda_linear_csr_f16(0, 4, 4, None, None, None, None, None, None, None) == 0
+    assert lib.tes_cuda_linear_bsr_f32(1, 4, 4, 3, 5, 16, 16, 16, None, 16, 16, None) == 1
+    assert lib.tes_cuda_linear_bsr_f32(1, 4, 4, 1, 4, 16, 16, 20, None, 16, 16, None) == 716
+    assert lib.tes_cuda_error_string(716) == b"misaligned address"
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")

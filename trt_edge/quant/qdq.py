@@ -234,7 +234,9 @@ def plan_qdq(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> 
             qnodes.append(n.name)
             if len(n.input) > 2 and n.input[2] in consts and w in consts:
                 biases.append((n.name, 2, x, w))
-            if opt.target == "onnxruntime":
+            if opt.target == "onnxruntime" and w in consts:
+                # outputs of weight ops only: requantizing attention scores/probabilities
+                # (activation x activation MatMuls) costs accuracy for little speed
                 out = _ort_output(n.output[0])
                 if out is not None:
                     outputs.append(out)
