@@ -234,9 +234,10 @@ def plan_qdq(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> 
             qnodes.append(n.name)
             if len(n.input) > 2 and n.input[2] in consts and w in consts:
                 biases.append((n.name, 2, x, w))
-            if opt.target == "onnxruntime" and w in consts:
-                # outputs of weight ops only: requantizing attention scores/probabilities
-                # (activation x activation MatMuls) costs accuracy for little speed
+            if opt.target == "onnxruntime" and w in consts and n.op_type != "MatMul":
+                # Output Q/DQ only after Conv/Gemm (ORT then runs QLinearConv/QGemm). A MatMul keeps a
+                # float output: ORT still runs it in int8 (MatMulIntegerToFloat), and requantizing
+                # transformer outputs (outlier channels, attention scores) measurably costs accuracy.
                 out = _ort_output(n.output[0])
                 if out is not None:
                     outputs.append(out)
