@@ -46,12 +46,14 @@ def has_tensorrt() -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = config.getoption("--run-slow")
     gpu_reason, trt_reason = has_gpu(), has_tensorrt()
+    # Markers, not item.keywords: keywords also hold parametrize ids, and an id such
+    # as "tensorrt" must not skip a CPU test.
     for item in items:
-        if "slow" in item.keywords and not run_slow:
+        if item.get_closest_marker("slow") and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow test: run with --run-slow"))
-        if "gpu" in item.keywords and gpu_reason:
+        if item.get_closest_marker("gpu") and gpu_reason:
             item.add_marker(pytest.mark.skip(reason=f"gpu tier: {gpu_reason}"))
-        if "tensorrt" in item.keywords and trt_reason:
+        if item.get_closest_marker("tensorrt") and trt_reason:
             item.add_marker(pytest.mark.skip(reason=f"tensorrt tier: {trt_reason}"))
 
 

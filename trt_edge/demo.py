@@ -28,6 +28,10 @@ class DemoOptions:
     bench_iterations: int = 200
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     exporter: str = "dynamo"
+    # Entropy (TensorRT's EntropyCalibration2) clips the normalised digits' constant
+    # background spike and loses ~60 points here (docs/benchmarks.md, "Entropy"); the
+    # 99.99th percentile keeps FP32 accuracy. Both come from the same histograms.
+    calib_method: str = "percentile"
     seed: int = 0
 
 
@@ -134,11 +138,11 @@ def run_demo(options: DemoOptions | None = None) -> dict[str, Any]:
         if precision == "int8":
             calib_x = split.x_train[:opts.calib_samples]
             ranges = calibrate(opt_path, NumpyReader({"input": calib_x}, batch_size=32),
-                               CalibrationOptions(method="entropy"))
+                               CalibrationOptions(method=opts.calib_method))
             ranges.save(ranges_path)
             write_trt_cache(ranges, calib_dir / "mnist_cnn.cache")
             build_opts = dataclasses.replace(build_opts, ranges=ranges_path)
-            note = f"entropy calibration on {len(calib_x)} training digits"
+            note = f"{opts.calib_method} calibration on {len(calib_x)} training digits"
         result = build(opt_path, engines_dir / f"mnist_cnn.{precision}.plan", build_opts)
         artifact = Path(getattr(result, "artifact_path", None) or getattr(result, "engine_path"))
         secs = time.perf_counter() - t0

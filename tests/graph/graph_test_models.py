@@ -160,7 +160,8 @@ def control_flow_model() -> onnx.ModelProto:
              nh.from_array(np.array(3, np.int64), "trip"),
              nh.from_array(np.array(1.0, np.float32), "cmax")]
     # Branches read 'kk' and 'xr' from the outer scope; 'kk' is computable from constants.
-    then_g = h.make_graph([h.make_node("Mul", ["xr", "kk"], ["then_out"])], "then", [],
+    # The then-branch returns an outer tensor through an Identity (exporters do this).
+    then_g = h.make_graph([h.make_node("Identity", ["xr"], ["then_out"])], "then", [],
                           [h.make_tensor_value_info("then_out", T.FLOAT, [None, None])])
     else_g = h.make_graph([h.make_node("Identity", ["xr"], ["else_id"]),
                            h.make_node("Sub", ["else_id", "kk"], ["else_out"])], "else", [],

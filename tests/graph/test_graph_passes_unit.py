@@ -121,7 +121,8 @@ def test_control_flow_and_optional_inputs_survive(rng):
     out, report = optimize(model, OptimizeOptions(real_inputs=feeds))
     hist = op_histogram(out)
     assert hist["If"] == 1 and hist["Loop"] == 1
-    assert hist["Mul"] == 2        # kk = k*k stays: the branches read it from the outer scope
+    assert hist["Mul"] == 1        # kk = k*k stays: the branches read it from the outer scope
+    assert hist["Identity"] == 2   # then-branch's outer-scope pass-through and the Loop cond one
     assert hist["Clip"] == 1
     clip = next(n for n in out.graph.node if n.op_type == "Clip")
     assert clip.input[1] == ""     # the omitted optional input is still omitted

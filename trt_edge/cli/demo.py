@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=2, help="training epochs (~3 s each on a laptop core)")
     p.add_argument("--precisions", default="fp32,fp16,int8")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
+    p.add_argument("--calib-method", choices=["entropy", "percentile", "max", "mse"], default="percentile",
+                   help="INT8 calibration method (entropy = TensorRT's EntropyCalibration2; it clips the "
+                        "digits' background spike, see docs/benchmarks.md)")
     p.add_argument("--iterations", type=int, default=200, help="latency iterations per stage")
     p.set_defaults(func=run)
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = DemoOptions(out_dir=Path(args.out), train_epochs=args.epochs,
                        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
-                       exporter=args.exporter, bench_iterations=args.iterations)
+                       exporter=args.exporter, calib_method=args.calib_method, bench_iterations=args.iterations)
     report = run_demo(opts)
     print(f"backend: {report['backend']} - {report['why']}")
     print(format_table(report))

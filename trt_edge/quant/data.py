@@ -13,11 +13,19 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .._lazy import require
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MissingDependencyError
 
 Feed = dict[str, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _pil_image() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise MissingDependencyError("Reading calibration images needs Pillow: pip install pillow "
+                                     f"(it comes with matplotlib). Original error: {exc}") from exc
+    return Image
 
 
 def _check_limits(batch_size: int, max_samples: int | None) -> None:
@@ -135,7 +143,7 @@ class ImagePreprocess:
 
     def apply(self, image: Any) -> np.ndarray:
         """PIL image -> float array (C, H, W) or (H, W, C)."""
-        pil = require("PIL.Image", "reading calibration images")
+        pil = _pil_image()
         img = image.convert("L" if self.grayscale else "RGB")
         h, w = self.size
         if self.resize:
@@ -175,7 +183,7 @@ class ImageFolderReader(CalibrationReader):
         return len(self.files)
 
     def _load(self, indices: np.ndarray) -> Feed:
-        pil = require("PIL.Image", "reading calibration images")
+        pil = _pil_image()
         batch = []
         for i in indices:
             try:

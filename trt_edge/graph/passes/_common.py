@@ -132,8 +132,12 @@ def bypass_node(graph: Any, node: Any, keep: Any, drop: Any, protected: set[str]
     graph_outputs = {t.name for t in graph.outputs}
     if drop.name in graph_outputs:
         prod = producer(keep)
+        # keep's producer must be a node of *this* graph: in a branch that returns an
+        # outer-scope tensor through an Identity, renaming the outer producer's output
+        # would break the enclosing graph.
         if (prod is None or keep.name in protected or is_constant(keep)
-                or drop.name in {t.name for t in graph.inputs}):
+                or drop.name in {t.name for t in graph.inputs}
+                or not any(n is prod for n in graph.nodes)):
             return False
         # keep's producer now writes drop; keep's other consumers read drop.
         replace_all_uses(keep, drop)

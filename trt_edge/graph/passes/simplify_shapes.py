@@ -21,7 +21,7 @@ from ._common import (bypass_node, constant_value, gs_module, is_constant, is_de
 
 log = logging.getLogger(__name__)
 
-Dims = list[int | None]
+Dims = list[Any]  # int for a static dim, None (or a symbol name, where kept) otherwise
 
 
 def inferred_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, Dims]:
@@ -36,7 +36,7 @@ def inferred_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, Di
     shapes: dict[str, Dims] = {}
     for name, t in graph.tensors().items():
         if t.shape is not None:
-            shapes[name] = [d if isinstance(d, (int, np.integer)) and d >= 0 else None for d in t.shape]
+            shapes[name] = [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None for d in t.shape]
     if trust_annotations:
         return shapes
     try:
@@ -223,7 +223,7 @@ def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
     return graph
 
 
-def symbolic_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, list[int | str | None]]:
+def symbolic_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, Dims]:
     """Like :func:`inferred_shapes` but keeping symbolic dimension names (``"batch"``, ``"unk__7"``)."""
     gs = gs_module()
     if not trust_annotations:
@@ -233,7 +233,7 @@ def symbolic_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, li
         except Exception as exc:  # noqa: BLE001
             log.debug("shape inference failed (%s)", exc)
             return {}
-        out: dict[str, list[int | str | None]] = {}
+        out: dict[str, Dims] = {}
         g = model.graph
         for vi in [*g.input, *g.value_info, *g.output]:
             tt = vi.type.tensor_type
@@ -245,7 +245,7 @@ def symbolic_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, li
             for name, t in graph.tensors().items() if t.shape is not None}
 
 
-def _single_dim_read(node: Any, shapes: dict[str, list[int | str | None]]) -> tuple[str, int] | None:
+def _single_dim_read(node: Any, shapes: dict[str, Dims]) -> tuple[str, int] | None:
     """(symbol, result rank) when ``node`` reads exactly one symbolic dim of a tensor's shape.
 
     Recognises ``Gather(Shape(x), i)`` (scalar or 1-element index, axis 0) and
