@@ -23,7 +23,6 @@ from ..artifacts import atomic_write_json, machine_info, sha256_file, to_jsonabl
 from ..errors import InvalidInputError
 from ..log import progress
 from ..onnx_io import TensorSpec
-from ..runtime.base import Runner
 from ..runtime.factory import open_runner
 from ..runtime.onnxrt import OrtOptions
 from .inputs import cast_feed

@@ -11,7 +11,7 @@ import collections
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
@@ -19,7 +19,7 @@ from onnx import helper
 
 from ..artifacts import read_sidecar, sha256_file, sidecar_path, to_jsonable
 from ..errors import ArtifactError, InvalidInputError
-from ..onnx_io import TensorSpec, graph_inputs, graph_outputs
+from ..onnx_io import TensorSpec, graph_inputs, graph_outputs, iter_graphs
 
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
@@ -89,18 +89,6 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and every subgraph (If/Loop/Scan bodies), depth first."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
-
-
 def _tensor_elements(t: onnx.TensorProto) -> int:
     return int(np.prod(t.dims, dtype=np.int64)) if len(t.dims) else 1
 
@@ -124,7 +112,7 @@ def summarize_model(model: onnx.ModelProto, path: str | os.PathLike[str] | None 
     ops: collections.Counter[str] = collections.Counter()
     tensors: list[onnx.TensorProto] = []
     num_nodes = 0
-    for g in _graphs(model.graph):
+    for g in iter_graphs(model.graph):
         tensors.extend(g.initializer)
         tensors.extend(s.values for s in g.sparse_initializer)
         for node in g.node:

@@ -30,7 +30,8 @@ from ..errors import GraphPassError, InvalidInputError, VerificationError
 from ..numerics import FP32_EXACT, Tolerance, compare_outputs
 from ..onnx_io import graph_inputs, random_inputs
 from .registry import PassContext, default_pipeline, get_pass
-from .report import OptimizationReport, PassRecord, initializer_bytes, iter_nodes, op_histogram
+from ..onnx_io import iter_nodes
+from .report import OptimizationReport, PassRecord, initializer_bytes, op_histogram
 
 log = logging.getLogger(__name__)
 

@@ -3,23 +3,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Iterator
+from typing import Any
 
 import onnx
 
 from ..artifacts import to_jsonable
-
-
-def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph`` and of its nested graphs (If branches, Loop/Scan bodies)."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from iter_nodes(g)
+from ..onnx_io import iter_nodes
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
