@@ -8,7 +8,6 @@ pip extra that provides the module.
 from __future__ import annotations
 
 import importlib
-import types
 from typing import Any
 
 from .errors import MissingDependencyError
@@ -47,31 +46,3 @@ def require(module: str, purpose: str = "") -> Any:
             f"Original error: {exc}"
         ) from exc
     return mod
-
-
-def is_available(module: str) -> bool:
-    """True if ``module`` imports. Never raises."""
-    try:
-        importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
-        return False
-    return True
-
-
-class LazyModule(types.ModuleType):
-    """A module proxy that imports on first attribute access."""
-
-    def __init__(self, name: str, purpose: str = "") -> None:
-        super().__init__(name)
-        self._purpose = purpose
-        self._mod: Any = None
-
-    def _load(self) -> Any:
-        if self._mod is None:
-            self._mod = require(self.__name__, self._purpose)
-        return self._mod
-
-    def __getattr__(self, item: str) -> Any:
-        if item.startswith("_"):
-            raise AttributeError(item)
-        return getattr(self._load(), item)

@@ -63,7 +63,7 @@ def concrete_shape(spec: TensorSpec, dim_values: Mapping[str, int] | None = None
     """Resolve dynamic dims by name from ``dim_values`` (e.g. {"batch": 8}), else ``default_dim``."""
     if spec.shape is None:
         raise InvalidInputError(f"Input '{spec.name}' has unknown rank: give its shape explicitly "
-                                "(e.g. --shapes {spec.name}:1x3x224x224).")
+                                f"(e.g. --shapes {spec.name}:1x3x224x224).")
     dim_values = dim_values or {}
     out = []
     for d in spec.shape:

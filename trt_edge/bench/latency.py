@@ -146,7 +146,7 @@ class BenchmarkResult:
         rows = [
             f"artifact     {self.artifact or '(in memory)'}",
             f"backend      {self.backend} ({_backend_detail(self.runner)})",
-            f"inputs       " + ", ".join(f"{k}{tuple(v)} {self.input_dtypes[k]}"
+            "inputs       " + ", ".join(f"{k}{tuple(v)} {self.input_dtypes[k]}"
                                          for k, v in self.input_shapes.items()),
             f"iterations   {self.iterations} timed after {self.warmup} warm-up, {self.threads} thread(s), "
             f"{self.total_time_s:.2f} s",

@@ -146,7 +146,7 @@ def check_engine_compatible(meta: EngineMetadata, runtime_version: TrtVersion,
                                                        runtime_version.patch)
     if lean and not meta.version_compatible:
         raise EngineCompatibilityError(
-            f"The lean runtime only runs version-compatible engines; this one was built without "
+            "The lean runtime only runs version-compatible engines; this one was built without "
             "--version-compatible. Rebuild it with `trt-edge build --version-compatible`, or use "
             "the full tensorrt runtime.")
     if meta.version_compatible:

@@ -132,7 +132,7 @@ class Runner(abc.ABC):
         if unknown or missing:
             expected = ", ".join(s.describe() for s in specs.values())
             raise InvalidInputError(
-                f"Input names do not match the model: "
+                "Input names do not match the model: "
                 + (f"unknown {unknown}; " if unknown else "")
                 + (f"missing {missing}; " if missing else "")
                 + f"the model expects {expected}.")
