@@ -88,7 +88,7 @@ def run_demo(options: DemoOptions | None = None) -> dict[str, Any]:
     """Run the demo; returns the rows and context (also written to OUT/demo_report.json)."""
     import torch
 
-    from .build import BuildOptions, build
+    from .build import BuildOptions, FallbackResult, build
     from .data.mnist import load_mnist
     from .export import ExportOptions, export_onnx
     from .graph.pipeline import OptimizeOptions, optimize_file
@@ -144,7 +144,7 @@ def run_demo(options: DemoOptions | None = None) -> dict[str, Any]:
             build_opts = dataclasses.replace(build_opts, ranges=ranges_path)
             note = f"{opts.calib_method} calibration on {len(calib_x)} training digits"
         result = build(opt_path, engines_dir / f"mnist_cnn.{precision}.plan", build_opts)
-        artifact = Path(getattr(result, "artifact_path", None) or getattr(result, "engine_path"))
+        artifact = result.artifact_path if isinstance(result, FallbackResult) else result.engine_path
         secs = time.perf_counter() - t0
         with open_runner(artifact, "auto") as runner:
             acc = _evaluate(runner, x_eval, y_eval)
