@@ -267,9 +267,12 @@ def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters:
                            "ort_op_types_to_quantize": list(case.ort_op_types) or "default (all)"}
     # ---- calibration cost, each in its own process, interleaved
     runs: dict[str, list[dict[str, Any]]] = {"floor": [], "ours_calib": [], "ort_calib": []}
+    load_before = os.getloadavg()
     for _ in range(repeats):
         for kind in runs:
             runs[kind].append(run_measured(kind, case))
+    # the machine is shared: record how busy it was around the timed runs
+    res["load_average_1_5_15"] = {"before": list(load_before), "after": list(os.getloadavg())}
     ours_full = run_measured("ours_full", case, out=work / f"{case.name}.ours")
     ort_full = run_measured("ort_full", case, out=work / f"{case.name}.ort")
     res["calibration"] = {k: {"calib_s_median": statistics.median([r.get("calib_s", r["wall_s"]) for r in v]),
@@ -361,6 +364,10 @@ def table(results: list[dict[str, Any]]) -> str:
                      f"floor {c['floor']['peak_rss_mb_median']:.0f} MB -> {r['speedup_calibration']:.1f}x faster, "
                      f"peak {r['peak_rss_ratio_ours_over_ort']:.2f}x of ORT "
                      f"({r['peak_rss_above_floor_ratio']:.2f}x above the floor)")
+        if "load_average_1_5_15" in r:
+            la = r["load_average_1_5_15"]
+            lines.append(f"load average (1/5/15 min) before {la['before'][0]:.2f}/{la['before'][1]:.2f}/"
+                         f"{la['before'][2]:.2f}, after {la['after'][0]:.2f}/{la['after'][1]:.2f}/{la['after'][2]:.2f}")
         e = r["end_to_end"]
         lines.append(f"end to end (calibrate + quantize): ours {e['ours']['wall_s']:.2f}s, "
                      f"ORT quantize_static {e['ort']['wall_s']:.2f}s")

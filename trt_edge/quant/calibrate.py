@@ -1,6 +1,7 @@
 """``calibrate(model, data, options) -> CalibrationResult``: the calibration entry point."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -10,12 +11,13 @@ from typing import Iterable
 import numpy as np
 import onnx
 
+from ..artifacts import sha256_bytes
 from ..errors import CalibrationError, InvalidInputError
 from ..log import stage
 from .collect import collect_histograms, float_activations
-from .methods import METHODS, compute_amax
+from .methods import METHODS, AbsHistogram, compute_amax
 from .qdq import QuantizeOptions, tensors_to_calibrate
-from .ranges import CalibrationResult, TensorRange, canonical_model_hash
+from .ranges import CalibrationResult, TensorRange
 
 log = logging.getLogger(__name__)
 SCOPES = ("qdq", "all")
@@ -71,6 +73,13 @@ class CalibrationOptions:
                                target=self.target, check_model_hash=False)
 
 
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
               data: Iterable[dict[str, np.ndarray]] | dict[str, np.ndarray],
               options: CalibrationOptions | None = None) -> CalibrationResult:
@@ -78,7 +87,8 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
 
     ``data``: any iterable of ``{input_name: batch}`` (a reader from
     :mod:`trt_edge.quant.data`), or a dict of full arrays (batched here with
-    ``options.batch_size``). Memory stays bounded by one batch's activations plus
+    ``options.batch_size``). Memory stays bounded by two batches' activations (one
+    being binned on a worker thread while ONNX Runtime computes the next) plus
     ``2 * num_bins`` counters per tensor, whatever the number of samples.
     The result carries the model's canonical hash and the options.
     """
@@ -93,22 +103,36 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     tensors = tensors_to_calibrate(model, opt.placement()) if opt.scope == "qdq" else float_activations(model)
     if not tensors:
         raise CalibrationError("The model has no float activations to calibrate.")
-    with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
-        coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
-                                  histograms=opt.method != "max", max_samples=opt.max_samples,
-                                  show_progress=opt.show_progress)
+    # One serialization serves both the model hash (the same bytes
+    # canonical_model_hash hashes) and the calibration session; the hash runs on
+    # a thread (hashlib releases the GIL) while ONNX Runtime works.
+    serialized = [model.SerializeToString(deterministic=True)]
+    with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
+        model_hash = pool.submit(sha256_bytes, serialized[0])
+        with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
+            # pop(): collect_histograms gets the only reference and frees the bytes
+            # once its session is built (a large model is not held twice while it runs)
+            coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
+                                      histograms=opt.method != "max", max_samples=opt.max_samples,
+                                      show_progress=opt.show_progress, serialized=serialized.pop())
+        canonical_hash = model_hash.result()
     ranges: dict[str, TensorRange] = {}
     with stage("computing ranges"):
-        for name, hist in coll.histograms.items():
-            amax = compute_amax(hist, opt.method, percentile=opt.percentile,
-                                num_quant_bins=opt.num_quant_bins)
+        def amax_of(hist: AbsHistogram) -> float:
+            return compute_amax(hist, opt.method, percentile=opt.percentile, num_quant_bins=opt.num_quant_bins)
+
+        # The per-tensor searches are independent NumPy work that releases the GIL:
+        # spread them over the cores (the results do not depend on the order).
+        with concurrent.futures.ThreadPoolExecutor(_cpu_count(), "trt_edge-ranges") as pool:
+            amaxes = list(pool.map(amax_of, coll.histograms.values()))
+        for (name, hist), amax in zip(coll.histograms.items(), amaxes):
             ranges[name] = TensorRange(amax=float(amax), observed_amax=float(hist.amax), count=int(hist.total))
             if hist.nonfinite:
                 log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
                             name, hist.nonfinite)
     settings = dataclasses.asdict(opt)
     settings.pop("show_progress", None)
-    result = CalibrationResult(ranges=ranges, model_hash=canonical_model_hash(model), settings=settings,
+    result = CalibrationResult(ranges=ranges, model_hash=canonical_hash, settings=settings,
                                num_samples=coll.num_samples, num_batches=coll.num_batches)
     log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,
              time.perf_counter() - t0)

@@ -7,6 +7,7 @@ the next batch runs, so memory does not grow with the number of samples
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 from typing import Iterable, Sequence
@@ -19,7 +20,7 @@ from .._lazy import require
 from ..errors import CalibrationError
 from ..log import progress
 from ..onnx_io import graph_inputs
-from .methods import AbsHistogram
+from .methods import AbsHistogram, HistogramScratch
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,37 @@ def float_activations(model: onnx.ModelProto) -> list[str]:
             if n and n not in inits and n not in const_outputs and types.get(n) in FLOAT_TYPES]
 
 
-def augment_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+def augment_outputs(model: onnx.ModelProto, names: Sequence[str],
+                    types: dict[str, int] | None = None) -> onnx.ModelProto:
     """A copy of ``model`` whose graph outputs also include ``names``."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    have = {o.name for o in out.graph.output}
-    types = tensor_types(model)
-    for name in names:
-        if name not in have:
-            out.graph.output.append(helper.make_tensor_value_info(
-                name, types.get(name, onnx.TensorProto.FLOAT), None))
+    out.graph.output.extend(_extra_outputs(model, names, types))
     return out
+
+
+def _extra_outputs(model: onnx.ModelProto, names: Sequence[str],
+                   types: dict[str, int] | None = None) -> list[onnx.ValueInfoProto]:
+    have = {o.name for o in model.graph.output}
+    types = tensor_types(model) if types is None else types
+    return [helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None)
+            for name in dict.fromkeys(names) if name not in have]
+
+
+def augmented_bytes(model: onnx.ModelProto, names: Sequence[str], serialized: bytes | None = None) -> bytes:
+    """The serialized model with ``names`` added as graph outputs, without copying the model.
+
+    Protobuf guarantees that concatenating two serialized messages parses as
+    their merge, and merging appends repeated fields: so ``serialized + (a
+    ModelProto holding only the extra graph outputs)`` is the augmented model.
+    This reuses the bytes already serialized for the model hash instead of
+    deep-copying and re-serializing every weight.
+    """
+    if serialized is None:
+        serialized = model.SerializeToString()
+    extra = onnx.ModelProto()
+    extra.graph.output.extend(_extra_outputs(model, names))
+    return serialized + extra.SerializeToString()
 
 
 @dataclasses.dataclass
@@ -96,63 +117,122 @@ class Collection:
     num_batches: int
 
 
+def _session_options(ort, intra_op_threads: int):  # noqa: ANN001 - onnxruntime module
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = intra_op_threads
+    # Basic optimizations keep every requested tensor meaningful (no fusion across
+    # them) and the values bit-identical to the unoptimized graph; the higher
+    # levels measured no faster here once outputs are exposed.
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    # The histogram thread runs between and alongside ORT's kernels: ORT's idle
+    # workers spinning for work would take its core.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+class _HistogramWorker:
+    """Folds one batch's outputs into the histograms on a background thread.
+
+    NumPy releases the GIL in the binning kernels, so batch ``k`` is binned while
+    ONNX Runtime computes batch ``k + 1``. At most one batch is pending: memory is
+    two batches' activations, never more.
+    """
+
+    def __init__(self, hists: dict[str, AbsHistogram], maxes: dict[str, float], histograms: bool,
+                 threaded: bool) -> None:
+        self.hists, self.maxes, self.histograms = hists, maxes, histograms
+        self.scratch = HistogramScratch()
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "trt_edge-calib") if threaded else None
+        self._pending: concurrent.futures.Future[None] | None = None
+
+    def _fold(self, names: Sequence[str], outs: list[np.ndarray]) -> None:
+        for name, arr in zip(names, outs):
+            if self.histograms:
+                self.hists[name].update(arr, self.scratch)
+            elif arr.size:
+                self.maxes[name] = max(self.maxes[name], float(np.nanmax(arr)), -float(np.nanmin(arr)))
+
+    def submit(self, names: Sequence[str], outs: list[np.ndarray]) -> None:
+        self.wait()
+        if self._pool is None:
+            self._fold(names, outs)
+        else:
+            self._pending = self._pool.submit(self._fold, names, outs)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a worker error here
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+
 def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.ndarray]],
                        tensors: Sequence[str], *, num_bins: int = 2048, histograms: bool = True,
                        max_samples: int | None = None, show_progress: bool = True,
-                       intra_op_threads: int = 0) -> Collection:
+                       intra_op_threads: int = 0, serialized: bytes | None = None,
+                       overlap: bool = True) -> Collection:
     """Run ``model`` on every batch and stream ``tensors`` into |x| histograms.
 
     ``histograms=False`` tracks only the exact max (enough for the "max" method).
     Feeds must be keyed by the model's input names; extra keys are dropped
     (tokenizers often produce inputs a model does not take).
+    ``serialized``: ``model``'s bytes if the caller already has them (saves a
+    serialization; pass the only reference, so the bytes are freed once the
+    session is built). ``overlap``: bin batch ``k`` on a background thread while
+    ONNX Runtime runs batch ``k + 1``; the histograms are the same either way
+    (batches are folded in order).
     """
     ort = require("onnxruntime", "INT8 calibration")
     if not tensors:
         raise CalibrationError("Nothing to calibrate: no float activations feed a quantizable op. "
                                "Check the model and the exclude options.")
-    augmented = augment_outputs(model, tensors)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = intra_op_threads
-    # Basic optimizations keep every requested tensor meaningful (no fusion across them).
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    wanted = list(dict.fromkeys(tensors))
+    session_bytes = augmented_bytes(model, wanted, serialized)
+    del serialized  # the caller hands its reference over: a large model's bytes are not kept twice
     try:
-        sess = ort.InferenceSession(augmented.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(session_bytes, _session_options(ort, intra_op_threads),
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types
         raise CalibrationError(f"ONNX Runtime cannot load the model for calibration: {exc}") from exc
+    del session_bytes  # ONNX Runtime has its own copy now
     input_names = [i.name for i in sess.get_inputs()]
-    wanted = list(tensors)
     hists = {t: AbsHistogram(num_bins) for t in wanted}
     maxes = {t: 0.0 for t in wanted}
     seen = batches_seen = 0
     warned: set[str] = set()
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-    for feed in progress(batches, total=total, description="calibrating", enabled=show_progress):
-        if max_samples is not None and seen >= max_samples:
-            break
-        missing = [n for n in input_names if n not in feed]
-        if missing:
-            raise CalibrationError(f"Calibration batch lacks model inputs {missing} (got {sorted(feed)}). "
-                                   "Key the reader's batches by the model's input names.")
-        extra = set(feed) - set(input_names) - warned
-        if extra:
-            log.warning("Ignoring calibration inputs the model does not take: %s", sorted(extra))
-            warned |= extra
-        run_feed = {n: np.asarray(feed[n]) for n in input_names}
-        n = next(iter(run_feed.values())).shape[0] if run_feed and next(iter(run_feed.values())).ndim else 1
-        if max_samples is not None and seen + n > max_samples:
-            keep = max_samples - seen
-            run_feed = {k: v[:keep] for k, v in run_feed.items()}
-            n = keep
-        outs = sess.run(wanted, run_feed)
-        for name, arr in zip(wanted, outs):
-            if histograms:
-                hists[name].update(arr)
-            elif arr.size:
-                maxes[name] = max(maxes[name], float(np.nanmax(np.abs(arr))))
-        del outs
-        seen += n
-        batches_seen += 1
+    worker = _HistogramWorker(hists, maxes, histograms, threaded=overlap)
+    try:
+        for feed in progress(batches, total=total, description="calibrating", enabled=show_progress):
+            if max_samples is not None and seen >= max_samples:
+                break
+            missing = [n for n in input_names if n not in feed]
+            if missing:
+                raise CalibrationError(f"Calibration batch lacks model inputs {missing} (got {sorted(feed)}). "
+                                       "Key the reader's batches by the model's input names.")
+            extra = set(feed) - set(input_names) - warned
+            if extra:
+                log.warning("Ignoring calibration inputs the model does not take: %s", sorted(extra))
+                warned |= extra
+            run_feed = {n: np.asarray(feed[n]) for n in input_names}
+            first = next(iter(run_feed.values()), None)
+            n = first.shape[0] if first is not None and first.ndim else 1
+            if max_samples is not None and seen + n > max_samples:
+                keep = max_samples - seen
+                run_feed = {k: v[:keep] for k, v in run_feed.items()}
+                n = keep
+            worker.submit(wanted, sess.run(wanted, run_feed))
+            seen += n
+            batches_seen += 1
+    finally:
+        worker.close()
     if batches_seen == 0:
         raise CalibrationError("The calibration data yielded no batches. Give at least one sample.")
     if not histograms:

@@ -53,35 +53,39 @@ class AbsHistogram:
     def edges(self) -> np.ndarray:
         return np.arange(self.counts.size + 1, dtype=np.float64) * self.bin_width
 
-    def update(self, x: np.ndarray) -> None:
-        """Add the absolute values of ``x`` (any shape, float) to the histogram."""
-        a = np.abs(np.asarray(x, dtype=np.float32).ravel())
-        if a.size == 0:
+    def update(self, x: np.ndarray, scratch: "HistogramScratch | None" = None) -> None:
+        """Add the absolute values of ``x`` (any shape, float) to the histogram.
+
+        ``x`` is never modified. ``scratch``: reusable work buffers (give one per
+        thread to avoid allocating per call); the counts do not depend on it.
+        """
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            x = x.astype(np.float32)
+        flat = x.reshape(-1)
+        if flat.size == 0:
             return
-        batch_max = float(a.max())
+        # max |x| without materialising |x|: two read-only passes.
+        batch_max = max(float(flat.max()), -float(flat.min()))
         if not math.isfinite(batch_max):  # NaN propagates through max; inf is the max: filter once
-            finite = np.isfinite(a)
-            self.nonfinite += int(a.size - np.count_nonzero(finite))
-            a = a[finite]
-            if a.size == 0:
+            finite = np.isfinite(flat)
+            self.nonfinite += int(flat.size - np.count_nonzero(finite))
+            flat = flat[finite]
+            if flat.size == 0:
                 return
-            batch_max = float(a.max())
+            batch_max = max(float(flat.max()), -float(flat.min()))
         if self.bin_width == 0.0:
             if batch_max == 0.0:
                 # All zeros so far: count them, decide the width when data arrives.
-                self.total += a.size
-                self.zeros_before_range += a.size
+                self.total += flat.size
+                self.zeros_before_range += flat.size
                 return
             self.bin_width = batch_max / self.num_bins
             self.counts = np.zeros(self.num_bins, np.int64)
             self.counts[0] += self.zeros_before_range
         self._grow_to(batch_max)
-        # in place: scale, truncate to bin index (values are >= 0), clamp the max into the last bin
-        np.multiply(a, np.float32(1.0 / self.bin_width), out=a)
-        idx = a.astype(np.int32)
-        np.minimum(idx, self.counts.size - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.counts.size)
-        self.total += a.size
+        (scratch or HistogramScratch()).add_abs(flat, np.float32(1.0 / self.bin_width), self.counts)
+        self.total += flat.size
         self.amax = max(self.amax, batch_max)
 
     def _grow_to(self, value: float) -> None:
@@ -116,6 +120,40 @@ class AbsHistogram:
         self.amax = max(self.amax, other.amax)
 
 
+class HistogramScratch:
+    """Fixed-size work buffers for :meth:`AbsHistogram.update` (not thread-safe: one per thread).
+
+    Values are binned in chunks that fit in the CPU cache, so the memory used is
+    O(chunk) whatever the tensor size, and no full-size temporary is allocated.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self) -> None:
+        self._f = np.empty(self.CHUNK, np.float32)
+        self._i = np.empty(self.CHUNK, np.intp)
+
+    def add_abs(self, flat: np.ndarray, inv_width: np.float32, counts: np.ndarray) -> None:
+        """``counts[min(int(|v| * inv_width), len - 1)] += 1`` for every finite ``v`` in ``flat``.
+
+        Same float32 maths as ``abs`` then multiply by ``inv_width`` then truncate
+        (the values are >= 0); indices past the last bin (the batch max, after
+        float32 rounding) are folded into the last bin.
+        """
+        nb = counts.size
+        for k in range(0, flat.size, self.CHUNK):
+            part = flat[k:k + self.CHUNK]
+            f = self._f[:part.size]
+            i = self._i[:part.size]
+            np.abs(part, out=f)
+            np.multiply(f, inv_width, out=f)
+            np.copyto(i, f, casting="unsafe")        # truncation toward zero
+            binned = np.bincount(i, minlength=nb)    # intp input: no conversion copy
+            if binned.size > nb:
+                binned[nb - 1] += binned[nb:].sum()
+            counts += binned[:nb]
+
+
 # --------------------------------------------------------------------------- methods
 
 def max_amax(hist: AbsHistogram) -> float:
@@ -133,6 +171,20 @@ def percentile_amax(hist: AbsHistogram, percentile: float = 99.99) -> float:
     idx = int(np.searchsorted(cdf, percentile / 100.0, side="left"))
     idx = min(idx, hist.counts.size - 1)
     return float(max(min((idx + 1) * hist.bin_width, hist.amax), MIN_AMAX))
+
+
+_KL_BLOCK = 256
+
+
+def _level_bounds(start: int, nb: int, num_quant_bins: int) -> np.ndarray:
+    """``bounds[c, j] = ceil(j * i / L)`` for every candidate length ``i`` in ``[start, nb]``.
+
+    Level ``j`` covers bins ``[bounds[c, j], bounds[c, j + 1])``: exact integer maths.
+    (Not cached: histograms rarely share a bin count, and each table is a few MB.)
+    """
+    cand = np.arange(start, nb + 1)
+    j = np.arange(num_quant_bins + 1)
+    return -((-j[None, :] * cand[:, None]) // num_quant_bins)
 
 
 def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128, start_bin: int | None = None,
@@ -175,17 +227,24 @@ def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128, start_bin: i
     # sum over k < i of P_k log P_k (unnormalised); P differs from h only at i - 1.
     plogp = chlogh[cand - 1] + p_last * np.log(np.where(p_last > 0, p_last, 1.0))
 
-    # Level j covers bins [ceil(j i / L), ceil((j + 1) i / L)): exact integer maths.
-    j = np.arange(num_quant_bins + 1)
-    bounds = -((-j[None, :] * cand[:, None]) // num_quant_bins)
-    q_level = csum[bounds[:, 1:]] - csum[bounds[:, :-1]]   # clipped counts per level
-    n_level = cnz[bounds[:, 1:]] - cnz[bounds[:, :-1]]     # non-empty bins per level
-    p_level = q_level.copy()
-    p_level[:, -1] += outliers                              # bin i - 1 is in the last level
     s_q = csum[cand]                                       # sum of Q == clipped total
+    term = np.empty(cand.size)
+    # Candidates in blocks: the (candidates x levels) temporaries stay cache-sized
+    # (and memory O(block), not O(bins x levels)); rows are independent, so the
+    # result does not depend on the block size.
+    for lo in range(0, cand.size, _KL_BLOCK):
+        hi = min(lo + _KL_BLOCK, cand.size)
+        bounds = _level_bounds(start + lo, start + hi - 1, num_quant_bins)
+        g = csum[bounds]
+        q_level = g[:, 1:] - g[:, :-1]                     # clipped counts per level
+        g = cnz[bounds]
+        n_level = g[:, 1:] - g[:, :-1]                     # non-empty bins per level
+        p_level = q_level.copy()
+        p_level[:, -1] += outliers[lo:hi]                  # bin i - 1 is in the last level
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_q = np.log(q_level) - np.log(n_level) - np.log(s_q[lo:hi])[:, None]
+            term[lo:hi] = np.where(p_level > 0, p_level * log_q, 0.0).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_q = np.log(q_level) - np.log(n_level) - np.log(s_q)[:, None]
-        term = np.where(p_level > 0, p_level * log_q, 0.0).sum(axis=1)
         kl = (plogp - term) / total - math.log(total)
     # P > 0 where Q == 0: the outliers landed on an empty bin, or nothing survived the clip.
     bad = ((last == 0) & (outliers > 0)) | (s_q <= 0)
