@@ -80,6 +80,21 @@ std::string readString(PluginField const& f) {
   return std::string(s, n);
 }
 
+// One launch for either element type: the tensors' roles are the same, only T differs.
+template <typename T>
+cudaError_t launchTyped(SparseLinearParams const& p, int64_t m, void const* const* inputs,
+                        void* const* outputs, cudaStream_t stream) {
+  auto const* rp = static_cast<int32_t const*>(inputs[kIN_ROWPTR]);
+  auto const* ci = static_cast<int32_t const*>(inputs[kIN_COL]);
+  auto const* v = static_cast<T const*>(inputs[kIN_VALUES]);
+  auto const* b = static_cast<T const*>(inputs[kIN_BIAS]);
+  auto const* x = static_cast<T const*>(inputs[kIN_X]);
+  auto* y = static_cast<T*>(outputs[0]);
+  return p.bsr ? sparse::launchBsrLinear<T>(m, p.outFeatures, p.inFeatures, p.blockRows, p.blockCols, rp,
+                                            ci, v, b, x, y, stream)
+               : sparse::launchCsrLinear<T>(m, p.outFeatures, p.inFeatures, rp, ci, v, b, x, y, stream);
+}
+
 }  // namespace
 
 // ================================================================ plugin
@@ -227,27 +242,9 @@ int32_t SparseLinearPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTen
   return guarded<int32_t>("enqueue", -1, [&]() -> int32_t {
     Dims const& x = inputDesc[kIN_X].dims;
     int64_t const m = volume(x, 0, x.nbDims - 1);
-    int32_t const n = mParams.outFeatures, k = mParams.inFeatures;
-    auto const* rp = static_cast<int32_t const*>(inputs[kIN_ROWPTR]);
-    auto const* ci = static_cast<int32_t const*>(inputs[kIN_COL]);
-    cudaError_t st;
-    if (inputDesc[kIN_X].type == DataType::kHALF) {
-      using T = __half;
-      auto const* v = static_cast<T const*>(inputs[kIN_VALUES]);
-      auto const* b = static_cast<T const*>(inputs[kIN_BIAS]);
-      auto const* xin = static_cast<T const*>(inputs[kIN_X]);
-      auto* y = static_cast<T*>(outputs[0]);
-      st = mParams.bsr ? sparse::launchBsrLinear<T>(m, n, k, mParams.blockRows, mParams.blockCols, rp, ci, v, b, xin, y, stream)
-                       : sparse::launchCsrLinear<T>(m, n, k, rp, ci, v, b, xin, y, stream);
-    } else {
-      using T = float;
-      auto const* v = static_cast<T const*>(inputs[kIN_VALUES]);
-      auto const* b = static_cast<T const*>(inputs[kIN_BIAS]);
-      auto const* xin = static_cast<T const*>(inputs[kIN_X]);
-      auto* y = static_cast<T*>(outputs[0]);
-      st = mParams.bsr ? sparse::launchBsrLinear<T>(m, n, k, mParams.blockRows, mParams.blockCols, rp, ci, v, b, xin, y, stream)
-                       : sparse::launchCsrLinear<T>(m, n, k, rp, ci, v, b, xin, y, stream);
-    }
+    cudaError_t const st = inputDesc[kIN_X].type == DataType::kHALF
+                               ? launchTyped<__half>(mParams, m, inputs, outputs, stream)
+                               : launchTyped<float>(mParams, m, inputs, outputs, stream);
     if (st != cudaSuccess) {
       logError(std::string("kernel launch failed: ") + cudaGetErrorString(st));
       return static_cast<int32_t>(st);
