@@ -65,9 +65,11 @@ def calibration_batches(path: Path, inputs: Sequence[TensorSpec], batch_size: in
     n = min(len(feeds[name]) for name in names)
     if n == 0:
         raise CalibrationError(f"Calibration data '{path}' is empty.")
-    by_dtype = {s.name: s.dtype for s in inputs}
-    return [{name: np.ascontiguousarray(feeds[name][i:i + batch_size], dtype=by_dtype[name])
-             for name in names} for i in range(0, n, batch_size)]
+    from ..quant.data import NumpyReader  # batching and per-input casting live there
+
+    reader = NumpyReader({name: feeds[name][:n] for name in names}, batch_size=batch_size,
+                         dtypes={s.name: s.dtype for s in inputs})
+    return list(reader)
 
 
 def prepare_model(model: onnx.ModelProto, plan: PrecisionPlan, options: BuildOptions) -> tuple[onnx.ModelProto, str | None]:
