@@ -31,7 +31,7 @@ class DemoOptions:
     # Entropy (TensorRT's EntropyCalibration2) clips the normalised digits' constant
     # background spike and loses ~60 points here (docs/benchmarks.md, "Entropy"); the
     # 99.99th percentile keeps FP32 accuracy. Both come from the same histograms.
-    calib_method: str = "percentile"
+    calib_method: str = "auto"
     seed: int = 0
 
 

@@ -78,12 +78,13 @@ def test_mnist_int8_accuracy_and_rules(mnist_fp32, mnist_split, target, tmp_path
 
 
 def test_entropy_calibration_end_to_end_on_mnist(mnist_fp32, mnist_split):
-    """Our default method runs end to end; its accuracy is reported (see docs), not asserted
+    """TensorRT-parity entropy runs end to end; its accuracy is reported (see docs), not asserted
     against FP32: EntropyCalibration2 clips MNIST's background spike (known, documented)."""
     model, ref = mnist_fp32
     ranges = calibrate(model, NumpyReader({"input": mnist_split.x_train}, batch_size=64, max_samples=256),
-                       CalibrationOptions(show_progress=False))
+                       CalibrationOptions(method="entropy", show_progress=False))
     assert ranges.settings["method"] == "entropy"
+    assert {r.method for r in ranges.ranges.values()} == {"entropy"}
     for r in ranges.ranges.values():
         assert 0 < r.amax <= r.observed_amax + 1e-6
     logits = _session(quantize_qdq(model, ranges)).run(None, {"input": mnist_split.x_test[:200]})[0]

@@ -30,8 +30,9 @@ def _tiny_model(weight_scale: float = 1.0) -> onnx.ModelProto:
 def tiny_result(rng) -> tuple[onnx.ModelProto, CalibrationResult]:
     model = _tiny_model()
     data = {"x": rng.standard_normal((64, 4)).astype(np.float32)}
-    return model, calibrate(model, NumpyReader(data, batch_size=16), CalibrationOptions(scope="all",
-                                                                                        show_progress=False))
+    # entropy explicitly: these ranges become a TensorRT EntropyCalibration2 cache
+    opts = CalibrationOptions(method="entropy", scope="all", show_progress=False)
+    return model, calibrate(model, NumpyReader(data, batch_size=16), opts)
 
 
 def test_ranges_round_trip_and_sidecar(tmp_path, tiny_result):

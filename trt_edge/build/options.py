@@ -57,8 +57,8 @@ class BuildOptions:
         of the plan (smaller; the target must then have tensorrt_lean).
     hardware_compatibility: None or "ampere_plus" (runs on any Ampere or newer GPU).
     ranges / calib_data / calib_cache: INT8 inputs (see precision).
-    calib_method: our calibrator's method for ``calib_data`` ("entropy", "percentile",
-        "max", "mse": ``trt_edge.quant.CalibrationOptions.method``).
+    calib_method: our calibrator's method for ``calib_data`` ("auto", "entropy",
+        "percentile", "max", "mse": ``trt_edge.quant.CalibrationOptions.method``).
     mixed_fp16: with int8 on TensorRT 10, also allow FP16 kernels for the layers
         left in float (trtexec --int8 --fp16).
     legacy_calibrator: on TensorRT 10, calibrate ``calib_data`` with TensorRT's
@@ -87,7 +87,7 @@ class BuildOptions:
     calib_data: Path | None = None
     calib_cache: Path | None = None
     calib_batch_size: int = 8
-    calib_method: str = "entropy"
+    calib_method: str = "auto"
     mixed_fp16: bool = False
     legacy_calibrator: bool = False
     allow_tf32: bool = True
@@ -98,6 +98,10 @@ class BuildOptions:
         self.precision = self.precision.lower()
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"Unknown precision '{self.precision}': choose one of {PRECISIONS}.")
+        from ..quant.calibrate import CALIBRATION_METHODS  # quant imports only numpy/onnx at module level
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise InvalidInputError(f"Unknown calib_method '{self.calib_method}': choose one of "
+                                    f"{', '.join(CALIBRATION_METHODS)}.")
         if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
             raise InvalidInputError(
                 f"optimization_level must be 0..5 (TensorRT's default is 3), got {self.optimization_level}.")

@@ -56,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-cache", type=Path, default=None,
                    help="TensorRT calibration cache (TensorRT 10 implicit INT8)")
     p.add_argument("--calib-batch-size", type=int, default=8)
-    p.add_argument("--calib-method", choices=("entropy", "percentile", "max", "mse"), default="entropy",
-                   help="our calibrator's range method for --calib-data (default entropy, as TensorRT)")
+    p.add_argument("--calib-method", choices=("auto", "entropy", "percentile", "max", "mse"), default="auto",
+                   help="our calibrator's range method for --calib-data (default auto; entropy = TensorRT's)")
     p.add_argument("--legacy-calibrator", action="store_true",
                    help="TensorRT 10: calibrate with IInt8EntropyCalibrator2 instead of inserting Q/DQ")
     p.add_argument("--mixed-fp16", action="store_true",

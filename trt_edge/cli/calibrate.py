@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=".npz (one array per input name), .npy (with --input-name), a folder of images, "
                         "or a .txt file of sentences (one per line, with --tokenizer)")
     p.add_argument("-o", "--output", type=Path, required=True, help="ranges file, e.g. calibration/NAME.ranges.json")
-    p.add_argument("--method", choices=("entropy", "percentile", "max", "mse"), default="entropy")
+    p.add_argument("--method", choices=("auto", "entropy", "percentile", "max", "mse"), default="auto",
+                   help="auto (default): per op-type group, whichever method gives the best output SQNR "
+                        "on the first --select-samples samples; entropy: TensorRT's EntropyCalibration2")
+    p.add_argument("--select-samples", type=int, default=16, help="samples --method auto scores on")
     p.add_argument("--percentile", type=float, default=99.99)
     p.add_argument("--num-bins", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=32)
@@ -95,10 +98,14 @@ def run(args: argparse.Namespace) -> int:
     opts = CalibrationOptions(method=args.method, num_bins=args.num_bins, percentile=args.percentile,
                               max_samples=args.max_samples, batch_size=args.batch_size, seed=args.seed,
                               scope=scope, exclude_nodes=_csv(args.exclude_nodes),
-                              exclude_op_types=_csv(args.exclude_ops), target=args.target)
+                              exclude_op_types=_csv(args.exclude_ops), target=args.target,
+                              select_samples=args.select_samples)
     result = calibrate(model, reader, opts)
     result.save(args.output)
     print(f"calibrated {len(result)} tensors on {result.num_samples} samples ({args.method}) -> {args.output}")
+    if "auto_selection" in result.settings:
+        from ..quant.select import SelectionReport
+        print(SelectionReport(**result.settings["auto_selection"]).summary())
     if args.trt_cache:
         write_trt_cache(result, args.trt_cache, trt_version=args.trt_version)
         print(f"TensorRT {args.trt_version} EntropyCalibration2 cache -> {args.trt_cache}")

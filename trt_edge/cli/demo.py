@@ -16,9 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=2, help="training epochs (~3 s each on a laptop core)")
     p.add_argument("--precisions", default="fp32,fp16,int8")
     p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
-    p.add_argument("--calib-method", choices=["entropy", "percentile", "max", "mse"], default="percentile",
-                   help="INT8 calibration method (entropy = TensorRT's EntropyCalibration2; it clips the "
-                        "digits' background spike, see docs/benchmarks.md)")
+    p.add_argument("--calib-method", choices=["auto", "entropy", "percentile", "max", "mse"], default="auto",
+                   help="INT8 calibration method (auto: chosen per op-type group by output SQNR; entropy = "
+                        "TensorRT's EntropyCalibration2, which clips the digits' background spike, "
+                        "see docs/benchmarks.md)")
     p.add_argument("--iterations", type=int, default=200, help="latency iterations per stage")
     p.set_defaults(func=run)
 

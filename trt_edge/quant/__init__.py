@@ -7,7 +7,7 @@ TensorRT calibration cache (:func:`write_trt_cache`, the TensorRT 10 implicit pa
 """
 from __future__ import annotations
 
-from .calibrate import CalibrationOptions, calibrate
+from .calibrate import CALIBRATION_METHODS, CalibrationOptions, calibrate
 from .data import (ImageFolderReader, ImagePreprocess, NumpyReader, TextReader,
                    TorchDataLoaderReader)
 from .fp16 import Fp16Options, Fp16Report, convert_fp16
@@ -16,7 +16,7 @@ from .ranges import CalibrationResult, TensorRange, canonical_model_hash
 from .trt_cache import load_trt_cache, read_trt_cache, write_trt_cache
 
 __all__ = [
-    "CalibrationOptions", "calibrate", "CalibrationResult", "TensorRange", "canonical_model_hash",
+    "CALIBRATION_METHODS", "CalibrationOptions", "calibrate", "CalibrationResult", "TensorRange", "canonical_model_hash",
     "QuantizeOptions", "quantize_qdq", "Fp16Options", "Fp16Report", "convert_fp16",
     "write_trt_cache", "read_trt_cache", "load_trt_cache",
     "NumpyReader", "ImageFolderReader", "ImagePreprocess", "TorchDataLoaderReader", "TextReader",

@@ -17,18 +17,24 @@ from ..log import stage
 from .collect import collect_histograms, float_activations
 from .methods import METHODS, AbsHistogram, compute_amax
 from .qdq import QuantizeOptions, tensors_to_calibrate
+from .select import AUTO_CANDIDATES, select_methods
 from .ranges import CalibrationResult, TensorRange
 
 log = logging.getLogger(__name__)
 SCOPES = ("qdq", "all")
+CALIBRATION_METHODS = METHODS + ("auto",)
 
 
 @dataclasses.dataclass
 class CalibrationOptions:
     """How activations are calibrated.
 
-    ``method``: "entropy" (TensorRT EntropyCalibration2, the default), "percentile",
-    "max" or "mse". ``num_bins``: histogram bins (at least; see ``AbsHistogram``).
+    ``method``: "auto" (the default: each tensor group gets whichever of entropy,
+    percentile, mse and max gives the best model-output SQNR on the first
+    ``select_samples`` calibration samples, see :mod:`trt_edge.quant.select`;
+    ``select_min_gain_db`` is the gain a group override must bring), or one method
+    for every tensor: "entropy" (TensorRT's EntropyCalibration2, for parity with
+    TensorRT's own calibrator), "percentile", "max" or "mse". ``num_bins``: histogram bins (at least; see ``AbsHistogram``).
     ``percentile``: for the percentile method. ``num_quant_bins``: entropy levels
     (128 for int8). ``max_samples``: stop after this many samples (None: all the
     reader gives). ``batch_size``/``seed``: used when ``calibrate`` is given raw
@@ -39,7 +45,7 @@ class CalibrationOptions:
     layers are not calibrated. ``target``: placement target ("tensorrt"/"onnxruntime").
     """
 
-    method: str = "entropy"
+    method: str = "auto"
     num_bins: int = 2048
     percentile: float = 99.99
     num_quant_bins: int = 128
@@ -50,11 +56,16 @@ class CalibrationOptions:
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     target: str = "tensorrt"
+    select_samples: int = 16
+    select_min_gain_db: float = 0.1
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InvalidInputError(f"Unknown calibration method '{self.method}'; use one of {METHODS}.")
+        if self.method not in CALIBRATION_METHODS:
+            raise InvalidInputError(f"Unknown calibration method '{self.method}'; use one of "
+                                    f"{', '.join(CALIBRATION_METHODS)}.")
+        if self.select_samples < 1:
+            raise InvalidInputError("select_samples must be >= 1.")
         if self.scope not in SCOPES:
             raise InvalidInputError(f"scope must be one of {SCOPES}, got '{self.scope}'.")
         if self.num_bins < 256:
@@ -114,24 +125,38 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
             # once its session is built (a large model is not held twice while it runs)
             coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
                                       histograms=opt.method != "max", max_samples=opt.max_samples,
-                                      show_progress=opt.show_progress, serialized=serialized.pop())
+                                      show_progress=opt.show_progress, serialized=serialized.pop(),
+                                      keep_samples=opt.select_samples if opt.method == "auto" else 0)
         canonical_hash = model_hash.result()
     ranges: dict[str, TensorRange] = {}
+    methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
+    names = list(coll.histograms)
     with stage("computing ranges"):
-        def amax_of(hist: AbsHistogram) -> float:
-            return compute_amax(hist, opt.method, percentile=opt.percentile, num_quant_bins=opt.num_quant_bins)
+        def amax_of(job: tuple[str, str]) -> float:
+            method, name = job
+            return compute_amax(coll.histograms[name], method, percentile=opt.percentile,
+                                num_quant_bins=opt.num_quant_bins)
 
         # The per-tensor searches are independent NumPy work that releases the GIL:
         # spread them over the cores (the results do not depend on the order).
+        jobs = [(m, n) for m in methods for n in names]
         with concurrent.futures.ThreadPoolExecutor(_cpu_count(), "trt_edge-ranges") as pool:
-            amaxes = list(pool.map(amax_of, coll.histograms.values()))
-        for (name, hist), amax in zip(coll.histograms.items(), amaxes):
-            ranges[name] = TensorRange(amax=float(amax), observed_amax=float(hist.amax), count=int(hist.total))
-            if hist.nonfinite:
-                log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
-                            name, hist.nonfinite)
+            found = dict(zip(jobs, pool.map(amax_of, jobs)))
+        candidates = {m: {n: float(found[m, n]) for n in names} for m in methods}
+    chosen = {n: opt.method for n in names}
     settings = dataclasses.asdict(opt)
     settings.pop("show_progress", None)
+    if opt.method == "auto":
+        with stage(f"choosing methods ({', '.join(AUTO_CANDIDATES)})"):
+            chosen, report = select_methods(model, candidates, coll.kept_feeds, coll.kept_outputs,
+                                            opt.placement(), min_gain_db=opt.select_min_gain_db)
+        settings["auto_selection"] = report.to_dict()
+    for name, hist in coll.histograms.items():
+        ranges[name] = TensorRange(amax=candidates[chosen[name]][name], observed_amax=float(hist.amax),
+                                   count=int(hist.total), method=chosen[name])
+        if hist.nonfinite:
+            log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
+                        name, hist.nonfinite)
     result = CalibrationResult(ranges=ranges, model_hash=canonical_hash, settings=settings,
                                num_samples=coll.num_samples, num_batches=coll.num_batches)
     log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,

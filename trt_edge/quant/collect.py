@@ -115,6 +115,9 @@ class Collection:
     histograms: dict[str, AbsHistogram]
     num_samples: int
     num_batches: int
+    # the first batches' feeds and FP32 graph outputs, when asked for (``keep_samples``)
+    kept_feeds: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+    kept_outputs: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
 
 
 def _session_options(ort, intra_op_threads: int):  # noqa: ANN001 - onnxruntime module
@@ -177,7 +180,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        tensors: Sequence[str], *, num_bins: int = 2048, histograms: bool = True,
                        max_samples: int | None = None, show_progress: bool = True,
                        intra_op_threads: int = 0, serialized: bytes | None = None,
-                       overlap: bool = True) -> Collection:
+                       overlap: bool = True, keep_samples: int = 0) -> Collection:
     """Run ``model`` on every batch and stream ``tensors`` into |x| histograms.
 
     ``histograms=False`` tracks only the exact max (enough for the "max" method).
@@ -187,7 +190,9 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     serialization; pass the only reference, so the bytes are freed once the
     session is built). ``overlap``: bin batch ``k`` on a background thread while
     ONNX Runtime runs batch ``k + 1``; the histograms are the same either way
-    (batches are folded in order).
+    (batches are folded in order). ``keep_samples``: also keep the feeds and the
+    FP32 graph outputs of the first batches until this many samples (the reference
+    a method selection is scored against; costs no extra forward pass).
     """
     ort = require("onnxruntime", "INT8 calibration")
     if not tensors:
@@ -203,6 +208,9 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
         raise CalibrationError(f"ONNX Runtime cannot load the model for calibration: {exc}") from exc
     del session_bytes  # ONNX Runtime has its own copy now
     input_names = [i.name for i in sess.get_inputs()]
+    graph_outputs = [o.name for o in model.graph.output if o.name not in set(wanted)]
+    kept_feeds: list[dict[str, np.ndarray]] = []
+    kept_outputs: list[dict[str, np.ndarray]] = []
     hists = {t: AbsHistogram(num_bins) for t in wanted}
     maxes = {t: 0.0 for t in wanted}
     seen = batches_seen = 0
@@ -228,7 +236,16 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                 keep = max_samples - seen
                 run_feed = {k: v[:keep] for k, v in run_feed.items()}
                 n = keep
-            worker.submit(wanted, sess.run(wanted, run_feed))
+            if seen < keep_samples:
+                outs = sess.run(wanted + graph_outputs, run_feed)
+                kept_feeds.append(run_feed)
+                kept_outputs.append({o.name: outs[wanted.index(o.name)] if o.name in wanted
+                                     else outs[len(wanted) + graph_outputs.index(o.name)]
+                                     for o in model.graph.output})
+                outs = outs[:len(wanted)]
+            else:
+                outs = sess.run(wanted, run_feed)
+            worker.submit(wanted, outs)
             seen += n
             batches_seen += 1
     finally:
@@ -238,4 +255,4 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     if not histograms:
         for name, m in maxes.items():
             hists[name].amax = m
-    return Collection(hists, seen, batches_seen)
+    return Collection(hists, seen, batches_seen, kept_feeds, kept_outputs)

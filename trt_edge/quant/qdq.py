@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper
 from ..errors import QuantizationError
 from .collect import FLOAT_TYPES, tensor_types
 from .methods import MIN_AMAX, per_channel_amax, symmetric_scale
-from .ranges import CalibrationResult, canonical_model_hash
+from .ranges import CalibrationResult, TensorRange, canonical_model_hash
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +278,77 @@ class QdqReport:
     skipped_no_range: list[str]
 
 
+def _activation_amax(plan: QdqPlan, amax_of: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Per-tensor amax for every planned activation, with shared-scale groups set to their max.
+
+    ``amax_of``: tensor -> calibrated amax. Returns ``(amax, tensors without a range)``.
+    """
+    amax: dict[str, float] = {}
+    skipped: list[str] = []
+    for t in plan.activation_tensors():
+        if t in amax_of:
+            amax[t] = max(float(amax_of[t]), MIN_AMAX)
+        else:
+            skipped.append(t)
+    for group in plan.shared_scale:
+        present = [t for t in group if t in amax]
+        if present:
+            shared_amax = max(amax[t] for t in present)
+            for t in present:
+                amax[t] = shared_amax
+    return amax, skipped
+
+
+def _settle_shared_grids(plan: QdqPlan) -> None:
+    """A shared grid must be one grid: the non-negative (uint8) one only if every member is."""
+    for group in plan.shared_scale:
+        if any(t in plan.nonnegative for t in group) and not all(t in plan.nonnegative for t in group):
+            plan.nonnegative.difference_update(group)
+
+
+def _activation_scale(plan: QdqPlan, amax: Mapping[str, float], t: str) -> float:
+    return float(amax[t] / 255.0) if t in plan.nonnegative else float(symmetric_scale(amax[t]))
+
+
+@dataclasses.dataclass
+class ScaleProbe:
+    """A Q/DQ model whose activation scales are graph inputs: one ONNX Runtime session
+    evaluates any set of ranges (used to choose calibration methods by their effect on
+    the model outputs). Weights are quantized as in :func:`quantize_qdq`; biases stay
+    float (an int32 bias would need a fixed activation scale)."""
+
+    model: onnx.ModelProto
+    plan: QdqPlan
+    scale_inputs: dict[str, str]   # activation tensor -> scalar float graph input
+
+    def feeds(self, amax_of: Mapping[str, float]) -> dict[str, np.ndarray]:
+        """The scale inputs for per-tensor ``amax_of`` (every planned tensor must be there)."""
+        amax, missing = _activation_amax(self.plan, amax_of)
+        if missing:
+            raise QuantizationError(f"No range for {len(missing)} probed tensors, e.g. {missing[:3]}.")
+        return {name: np.array(_activation_scale(self.plan, amax, t), np.float32)
+                for t, name in self.scale_inputs.items()}
+
+
+def build_scale_probe(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> ScaleProbe:
+    """:class:`ScaleProbe` for ``model`` with ``options``' placement (no checker run)."""
+    opt = dataclasses.replace(options or QuantizeOptions(), check=False, check_model_hash=False)
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    _node_names(named)
+    plan = plan_qdq(named, opt)
+    _settle_shared_grids(plan)
+    unit = CalibrationResult(ranges={t: TensorRange(amax=1.0) for t in plan.activation_tensors()},
+                             model_hash="", settings={})
+    scale_inputs: dict[str, str] = {}
+    probe = quantize_qdq(named, unit, opt, scale_inputs=scale_inputs)
+    return ScaleProbe(probe, plan, scale_inputs)
+
+
 def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
                  options: QuantizeOptions | None = None,
-                 report: list[QdqReport] | None = None) -> onnx.ModelProto:
+                 report: list[QdqReport] | None = None, *,
+                 scale_inputs: dict[str, str] | None = None) -> onnx.ModelProto:
     """Return a copy of ``model`` with explicit int8 Q/DQ nodes.
 
     Guarantees: the result passes ``onnx.checker`` (full check), keeps the
@@ -288,7 +356,8 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     DequantizeLinear for weights, and zero points are 0. Raises
     :class:`~trt_edge.errors.ArtifactError` if ``ranges`` were calibrated on
     another model (``check_model_hash``). Activations without a range are left
-    float (logged, and listed in ``report``).
+    float (logged, and listed in ``report``). ``scale_inputs``: internal, see
+    :func:`build_scale_probe` (activation scales become graph inputs, recorded here).
     """
     opt = options or QuantizeOptions()
     if not isinstance(model, onnx.ModelProto):
@@ -309,22 +378,8 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     init_names = {i.name for i in g.initializer}
 
     # ------------------------------------------------------------ activation scales
-    amax: dict[str, float] = {}
-    skipped: list[str] = []
-    for t in plan.activation_tensors():
-        if t in ranges:
-            amax[t] = max(ranges.amax(t), MIN_AMAX)
-        else:
-            skipped.append(t)
-    for group in plan.shared_scale:
-        if any(t in plan.nonnegative for t in group) and not all(t in plan.nonnegative for t in group):
-            # a shared grid must be one grid: the non-negative one only if every member is.
-            plan.nonnegative.difference_update(group)
-        present = [t for t in group if t in amax]
-        if present:
-            shared_amax = max(amax[t] for t in present)
-            for t in present:
-                amax[t] = shared_amax
+    _settle_shared_grids(plan)
+    amax, skipped = _activation_amax(plan, {t: ranges.amax(t) for t in plan.activation_tensors() if t in ranges})
     if skipped:
         log.warning("%d tensors have no calibrated range and stay float: %s", len(skipped),
                     ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
@@ -352,11 +407,15 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     zp_u8_min: list[str] = []
 
     def act_scale(t: str) -> float:
-        return float(amax[t] / 255.0) if t in plan.nonnegative else float(symmetric_scale(amax[t]))
+        return _activation_scale(plan, amax, t)
 
     def act_qdq(t: str) -> tuple[list[onnx.NodeProto], str]:
         scale = fresh(f"{t}_scale")
-        new_inits.append(numpy_helper.from_array(np.array(act_scale(t), np.float32), scale))
+        if scale_inputs is not None:
+            scale_inputs[t] = scale
+            g.input.append(helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []))
+        else:
+            new_inits.append(numpy_helper.from_array(np.array(act_scale(t), np.float32), scale))
         zp = zp8
         if t in plan.nonnegative:
             if not zp_u8_min:
@@ -418,7 +477,7 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
         by_name[slot.node].input[slot.input_index] = weight_dq[key]
 
     # ------------------------------------------------------------ int32 biases (onnxruntime target)
-    for node_name, idx, x, w in plan.biases:
+    for node_name, idx, x, w in plan.biases if scale_inputs is None else []:
         node = by_name[node_name]
         wdq = node.input[1]
         if x not in amax or wdq not in weight_scales:

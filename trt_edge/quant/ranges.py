@@ -43,6 +43,7 @@ class TensorRange:
     amax: float
     observed_amax: float = 0.0     # the largest |x| seen (what "max" would give)
     count: int = 0                 # values seen
+    method: str = ""               # the method that chose amax (set by method="auto")
 
     @property
     def scale(self) -> float:
@@ -122,7 +123,7 @@ class CalibrationResult:
                                 f"understands ({RANGES_SCHEMA}). Upgrade trt-edge.")
         try:
             ranges = {n: TensorRange(float(t["amax"]), float(t.get("observed_amax", 0.0)),
-                                     int(t.get("count", 0)))
+                                     int(t.get("count", 0)), str(t.get("method", "")))
                       for n, t in data["tensors"].items()}
             return cls(ranges=ranges, model_hash=str(data["model_sha256"]),
                        settings=dict(data.get("settings", {})),

@@ -1,0 +1,200 @@
+"""``method="auto"``: choose each tensor's calibration method by its effect on the model outputs.
+
+No single threshold rule suits every tensor. Measured on our three reference models
+(docs/benchmarks/quant.md): TensorRT's entropy rule clips MNIST's input at the
+normalised-background spike (accuracy 95% -> 36%); clipping the rare, very large
+values after MiniLM's LayerNorms (its outlier features) costs 0.03-0.06 Pearson
+whatever the rule (entropy, percentile, MSE), while ``max`` on MobileNetV2 wastes
+the int8 grid on a long tail. The local statistics of one histogram cannot tell
+these apart; the model's outputs can.
+
+So the selection is scored end to end, cheaply:
+1. every candidate method's amax is computed from the *same* histograms (the
+   forward passes are not repeated);
+2. one Q/DQ model is built whose activation scales are graph inputs
+   (:func:`~trt_edge.quant.qdq.build_scale_probe`), so one ONNX Runtime session
+   scores any assignment on the first calibration batches, against the FP32
+   outputs kept from the calibration pass itself;
+3. the whole-model best method is the base; then, group by group (tensors grouped
+   by the op that produces them: LayerNormalization, Conv, graph input, ...), a
+   different method is adopted where it improves the output SQNR by more than
+   ``min_gain_db``. Groups, not tensors: a few dozen evaluations instead of
+   hundreds, and a group's tensors share a distribution shape, so the choice
+   generalises beyond the scored batches.
+
+The choice and every score are recorded with the ranges (``settings["auto_selection"]``,
+and each tensor's ``method``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from .._lazy import require
+from ..errors import CalibrationError
+from .qdq import QuantizeOptions, build_scale_probe
+
+log = logging.getLogger(__name__)
+
+AUTO_CANDIDATES = ("entropy", "percentile", "mse", "max")
+GRAPH_INPUT_GROUP = "graph input"
+_SQNR_CAP_DB = 200.0  # identical outputs: finite, so the mean over outputs stays meaningful
+
+
+@dataclasses.dataclass
+class SelectionReport:
+    """What ``method="auto"`` chose and why (all scores in dB of output SQNR vs FP32)."""
+
+    base_method: str
+    group_methods: dict[str, str]           # producer op type -> method, where it differs from the base
+    whole_model_db: dict[str, float]        # every candidate applied to every tensor
+    group_trials_db: dict[str, dict[str, float]]  # group -> method tried -> score (on top of earlier choices)
+    final_db: float
+    eval_samples: int
+    evaluations: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        groups = ", ".join(f"{g} -> {m}" for g, m in self.group_methods.items()) or "none"
+        scores = ", ".join(f"{m} {db:.1f}" for m, db in self.whole_model_db.items())
+        return (f"auto: base {self.base_method} (whole-model SQNR dB: {scores}); group overrides: {groups}; "
+                f"final {self.final_db:.1f} dB on {self.eval_samples} samples, {self.evaluations} evaluations "
+                f"in {self.seconds:.2f}s")
+
+
+def tensor_groups(model: onnx.ModelProto, tensors: Sequence[str]) -> dict[str, list[str]]:
+    """Tensors grouped by the op type that produces them (graph inputs form their own group)."""
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    groups: dict[str, list[str]] = {}
+    for t in tensors:
+        groups.setdefault(producer.get(t, GRAPH_INPUT_GROUP), []).append(t)
+    return groups
+
+
+def output_sqnr_db(outputs: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]]) -> float:
+    """Mean over the float graph outputs of SQNR (dB) against ``reference``, batches pooled."""
+    names = [n for n, v in reference[0].items() if np.asarray(v).dtype.kind == "f"]
+    if not names:
+        raise CalibrationError("method='auto' needs at least one float model output to score against.")
+    dbs = []
+    for name in names:
+        ref = np.concatenate([np.asarray(r[name], np.float64).ravel() for r in reference])
+        got = np.concatenate([np.asarray(o[name], np.float64).ravel() for o in outputs])
+        finite = np.isfinite(ref)
+        noise = float(np.sum((got[finite] - ref[finite]) ** 2))
+        signal = float(np.sum(ref[finite] ** 2))
+        if not np.isfinite(got[finite]).all():
+            dbs.append(-_SQNR_CAP_DB)
+        elif noise == 0.0:
+            dbs.append(_SQNR_CAP_DB)
+        elif signal == 0.0:
+            dbs.append(-_SQNR_CAP_DB)
+        else:
+            dbs.append(min(10.0 * math.log10(signal / noise), _SQNR_CAP_DB))
+    return float(np.mean(dbs))
+
+
+def _merge_batches(feeds: Sequence[Mapping[str, np.ndarray]],
+                   reference: Sequence[Mapping[str, np.ndarray]]) -> tuple[list[dict[str, np.ndarray]],
+                                                                        list[dict[str, np.ndarray]]]:
+    """One big batch instead of several small ones (fewer, more efficient runs), when every
+    input and output stacks on axis 0; otherwise the batches as given."""
+    if len(feeds) < 2:
+        return [dict(f) for f in feeds], [dict(r) for r in reference]
+
+    def stackable(items: Sequence[Mapping[str, np.ndarray]]) -> bool:
+        first = items[0]
+        return all(set(i) == set(first) and all(np.ndim(i[k]) >= 1 and np.shape(i[k])[1:] == np.shape(first[k])[1:]
+                                                 and np.shape(i[k])[0] == np.shape(next(iter(i.values())))[0]
+                                                 for k in first) for i in items)
+
+    if not (stackable(feeds) and stackable(reference)):
+        return [dict(f) for f in feeds], [dict(r) for r in reference]
+    merge = lambda items: {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in items[0]}  # noqa: E731
+    return [merge(feeds)], [merge(reference)]
+
+
+def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str, float]],
+                   feeds: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]],
+                   placement: QuantizeOptions | None = None, *, min_gain_db: float = 0.1,
+                   intra_op_threads: int = 0) -> tuple[dict[str, str], SelectionReport]:
+    """Choose a method per tensor from ``candidates`` (method -> tensor -> amax).
+
+    ``feeds``/``reference``: calibration batches and the FP32 model's outputs on them.
+    Returns ``(tensor -> method, report)``. Tensors the placement does not quantize
+    (e.g. ONNX Runtime-only outputs when probing the TensorRT placement) follow
+    their group's choice. Deterministic for the same inputs.
+    """
+    if not candidates:
+        raise CalibrationError("method='auto' was given no candidate methods.")
+    if not feeds:
+        raise CalibrationError("method='auto' needs at least one calibration batch to score with.")
+    t0 = time.perf_counter()
+    ort = require("onnxruntime", "calibration method selection")
+    feeds, reference = _merge_batches(feeds, reference)
+    methods = list(candidates)
+    tensors = list(next(iter(candidates.values())))
+    probe = build_scale_probe(model, placement)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = intra_op_threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        sess = ort.InferenceSession(probe.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types
+        raise CalibrationError(f"ONNX Runtime cannot run the Q/DQ probe model for method selection: {exc}") from exc
+    input_names = [i.name for i in sess.get_inputs() if i.name not in set(probe.scale_inputs.values())]
+    output_names = [o.name for o in sess.get_outputs()]
+    evaluations = 0
+
+    def score(choice: Mapping[str, str]) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        amax = {t: candidates[choice[t]][t] for t in tensors}
+        scales = probe.feeds(amax)
+        outs = []
+        for feed in feeds:
+            run = {n: feed[n] for n in input_names}
+            run.update(scales)
+            outs.append(dict(zip(output_names, sess.run(output_names, run))))
+        return output_sqnr_db(outs, reference)
+
+    whole = {m: score({t: m for t in tensors}) for m in methods}
+    base = max(methods, key=lambda m: (whole[m], -methods.index(m)))
+    choice = {t: base for t in tensors}
+    best = whole[base]
+    overrides: dict[str, str] = {}
+    trials: dict[str, dict[str, float]] = {}
+    groups = tensor_groups(model, tensors)
+    # larger groups first: they move the outputs most, later groups are judged on top of them
+    for group, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        trial_best, trial_method = best, None
+        for m in methods:
+            if m == base:
+                continue
+            if all(candidates[m][t] == candidates[choice[t]][t] for t in members):
+                continue  # same thresholds as now: same score
+            trial = dict(choice)
+            trial.update({t: m for t in members})
+            s = score(trial)
+            trials.setdefault(group, {})[m] = s
+            if s > trial_best + min_gain_db:
+                trial_best, trial_method = s, m
+        if trial_method is not None:
+            choice.update({t: trial_method for t in members})
+            overrides[group] = trial_method
+            best = trial_best
+    samples = sum(int(np.asarray(next(iter(f.values()))).shape[0]) if np.asarray(next(iter(f.values()))).ndim
+                  else 1 for f in feeds)
+    report = SelectionReport(base, overrides, whole, trials, best, samples, evaluations, time.perf_counter() - t0)
+    log.info("%s", report.summary())
+    return choice, report
