@@ -2,11 +2,13 @@
 
 For MNIST CNN, all-MiniLM-L6-v2 and MobileNetV2 (ImageNet weights), on the same
 calibration sets:
-- calibration time and peak memory, ours vs ORT (``CalibrationMethod.Entropy``, QDQ),
-  each run in its own subprocess (peak RSS from ``os.wait4``), interleaved, median of
-  ``--repeats``; a "floor" subprocess (imports + model + data only) is reported too;
-- task metric of FP32, FP16 (ours), INT8 ours (TensorRT placement and ONNX Runtime
-  placement) and INT8 ORT, plus SQNR vs FP32 (and our other calibration methods);
+- calibration time and peak memory, ours (entropy: like for like; auto: our default)
+  vs ORT (``CalibrationMethod.Entropy``, QDQ), each run in its own subprocess (peak RSS
+  from ``os.wait4``), interleaved, median of ``--repeats``; a "floor" subprocess
+  (imports + model + data only) is reported too;
+- task metric of FP32, FP16 (ours), INT8 ours (default method auto; TensorRT placement
+  and ONNX Runtime placement; suffixed variants: one method for every tensor) and INT8
+  ORT, plus SQNR vs FP32;
 - ONNX Runtime CPU latency of every variant (1 thread, interleaved rounds, median).
 
     python benchmarks/bench_int8.py [--models mnist,minilm,mobilenet] [--repeats 3]
@@ -55,8 +57,11 @@ def worker(args: argparse.Namespace) -> None:
         onnx.load(args.onnx)
     elif args.worker.startswith("ours"):
         from trt_edge.quant import CalibrationOptions, QuantizeOptions, calibrate, quantize_qdq
-        ranges = calibrate(args.onnx, batches, CalibrationOptions(method=args.method, target="onnxruntime",
+        method = "auto" if args.worker in ("ours_auto_calib", "ours_full") else args.method
+        ranges = calibrate(args.onnx, batches, CalibrationOptions(method=method, target="onnxruntime",
                                                                    show_progress=False))
+        if "auto_selection" in ranges.settings:
+            out["auto_selection"] = ranges.settings["auto_selection"]
         out["calib_s"] = time.perf_counter() - t0
         if args.worker == "ours_full":
             ranges.save(args.out + ".ranges.json")
@@ -266,7 +271,8 @@ def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters:
     res: dict[str, Any] = {"model": case.name, "metric": case.metric_name,
                            "ort_op_types_to_quantize": list(case.ort_op_types) or "default (all)"}
     # ---- calibration cost, each in its own process, interleaved
-    runs: dict[str, list[dict[str, Any]]] = {"floor": [], "ours_calib": [], "ort_calib": []}
+    # ours_calib: entropy, like for like with ORT's Entropy; ours_auto_calib: our default (auto)
+    runs: dict[str, list[dict[str, Any]]] = {"floor": [], "ours_calib": [], "ours_auto_calib": [], "ort_calib": []}
     load_before = os.getloadavg()
     for _ in range(repeats):
         for kind in runs:
@@ -280,11 +286,12 @@ def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters:
                               "runs": v} for k, v in runs.items()}
     res["end_to_end"] = {"ours": ours_full, "ort": ort_full}
     c = res["calibration"]
-    res["speedup_calibration"] = c["ort_calib"]["calib_s_median"] / c["ours_calib"]["calib_s_median"]
     floor = c["floor"]["peak_rss_mb_median"]
-    res["peak_rss_ratio_ours_over_ort"] = c["ours_calib"]["peak_rss_mb_median"] / c["ort_calib"]["peak_rss_mb_median"]
-    res["peak_rss_above_floor_ratio"] = ((c["ours_calib"]["peak_rss_mb_median"] - floor)
-                                         / max(c["ort_calib"]["peak_rss_mb_median"] - floor, 1e-9))
+    for kind, tag in (("ours_calib", ""), ("ours_auto_calib", "_auto")):
+        res[f"speedup_calibration{tag}"] = c["ort_calib"]["calib_s_median"] / c[kind]["calib_s_median"]
+        res[f"peak_rss_ratio_ours_over_ort{tag}"] = c[kind]["peak_rss_mb_median"] / c["ort_calib"]["peak_rss_mb_median"]
+        res[f"peak_rss_above_floor_ratio{tag}"] = ((c[kind]["peak_rss_mb_median"] - floor)
+                                                   / max(c["ort_calib"]["peak_rss_mb_median"] - floor, 1e-9))
     # ---- models
     fp32 = onnx.load(case.onnx)
     fp16, fp16_report = convert_fp16(fp32)
@@ -295,9 +302,9 @@ def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters:
         "int8_ours_ort": onnx.load(f"{work / case.name}.ours.onnxruntime.onnx"),
         "int8_ort_quantize_static": onnx.load(f"{work / case.name}.ort.onnx"),
     }
-    # our other methods (in process; calibration is cheap)
+    # the single methods (in process; calibration is cheap); the unsuffixed variants are the default (auto)
     batches = _batches(str(case.calib), case.batch_size)
-    for method in METHODS[1:]:
+    for method in METHODS:
         r = calibrate(fp32, batches, CalibrationOptions(method=method, target="onnxruntime", show_progress=False))
         for target, tag in (("tensorrt", "trt"), ("onnxruntime", "ort")):
             variants[f"int8_ours_{tag}_{method}"] = quantize_qdq(fp32, r, QuantizeOptions(target=target))
@@ -312,7 +319,7 @@ def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters:
             q["embedding_cosine_vs_fp32"] = cosine(o, outs["fp32"])
         res["quality"][k] = q
     res["fp16_kept_fp32_nodes"] = len(fp16_report.fp32_nodes)
-    lat_variants = ["fp32", "fp16_ours", "int8_ours_trt", "int8_ours_ort", "int8_ours_ort_max",
+    lat_variants = ["fp32", "fp16_ours", "int8_ours_trt", "int8_ours_ort", "int8_ours_ort_entropy",
                     "int8_ort_quantize_static"]
     lat_sessions = {k: _session(variants[k], threads=1) for k in lat_variants}
     res["latency_ms_ort_cpu_1thread"] = latency_ms(lat_sessions, case.latency_feed, lat_rounds, lat_iters)
@@ -358,12 +365,14 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         c = r["calibration"]
         lines.append(f"\n== {r['model']} ({r['metric']})")
-        lines.append(f"calibration (median of {len(c['ours_calib']['runs'])}): ours "
-                     f"{c['ours_calib']['calib_s_median']:.2f}s / {c['ours_calib']['peak_rss_mb_median']:.0f} MB, "
+        lines.append(f"calibration (median of {len(c['ours_calib']['runs'])}): "
                      f"ORT {c['ort_calib']['calib_s_median']:.2f}s / {c['ort_calib']['peak_rss_mb_median']:.0f} MB, "
-                     f"floor {c['floor']['peak_rss_mb_median']:.0f} MB -> {r['speedup_calibration']:.1f}x faster, "
-                     f"peak {r['peak_rss_ratio_ours_over_ort']:.2f}x of ORT "
-                     f"({r['peak_rss_above_floor_ratio']:.2f}x above the floor)")
+                     f"floor {c['floor']['peak_rss_mb_median']:.0f} MB")
+        for kind, tag, label in (("ours_calib", "", "ours entropy"), ("ours_auto_calib", "_auto", "ours auto")):
+            lines.append(f"  {label}: {c[kind]['calib_s_median']:.2f}s / {c[kind]['peak_rss_mb_median']:.0f} MB "
+                         f"-> {r['speedup_calibration' + tag]:.1f}x faster, peak "
+                         f"{r['peak_rss_ratio_ours_over_ort' + tag]:.2f}x of ORT "
+                         f"({r['peak_rss_above_floor_ratio' + tag]:.2f}x above the floor)")
         if "load_average_1_5_15" in r:
             la = r["load_average_1_5_15"]
             lines.append(f"load average (1/5/15 min) before {la['before'][0]:.2f}/{la['before'][1]:.2f}/"

@@ -121,7 +121,7 @@ def test_auto_avoids_entropy_on_a_spiky_input(rng):
     assert set(sel["whole_model_db"]) == set(AUTO_CANDIDATES)
     assert sel["final_db"] >= max(sel["whole_model_db"].values()) - 1e-9
     assert sel["whole_model_db"]["entropy"] < sel["final_db"] - 10
-    assert sel["eval_samples"] == 64  # the first batch reached select_samples=16
+    assert sel["eval_samples"] == 64  # the first batch reached select_samples (8)
     # end to end on fresh data: clearly better than entropy's ranges
     test = _spiky_data(rng, 256)
     ref = _session(model).run(None, {"x": test})[0]

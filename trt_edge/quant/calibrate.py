@@ -56,7 +56,7 @@ class CalibrationOptions:
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     target: str = "tensorrt"
-    select_samples: int = 16
+    select_samples: int = 8
     select_min_gain_db: float = 0.1
     show_progress: bool = True
 

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 AUTO_CANDIDATES = ("entropy", "percentile", "mse", "max")
 GRAPH_INPUT_GROUP = "graph input"
 _SQNR_CAP_DB = 200.0  # identical outputs: finite, so the mean over outputs stays meaningful
+_SAME_AMAX_REL = 0.01  # thresholds within 1% move the int8 grid by under 1%: not worth a forward pass
 
 
 @dataclasses.dataclass
@@ -126,13 +127,17 @@ def _merge_batches(feeds: Sequence[Mapping[str, np.ndarray]],
 def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str, float]],
                    feeds: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]],
                    placement: QuantizeOptions | None = None, *, min_gain_db: float = 0.1,
+                   window_db: float = 3.0,
                    intra_op_threads: int = 0) -> tuple[dict[str, str], SelectionReport]:
     """Choose a method per tensor from ``candidates`` (method -> tensor -> amax).
 
     ``feeds``/``reference``: calibration batches and the FP32 model's outputs on them.
     Returns ``(tensor -> method, report)``. Tensors the placement does not quantize
     (e.g. ONNX Runtime-only outputs when probing the TensorRT placement) follow
-    their group's choice. Deterministic for the same inputs.
+    their group's choice. ``window_db``: only methods whose whole-model score is within
+    this of the best are tried on groups (the others already lose badly across the
+    model; skipping them halves the scoring runs on our transformer). Deterministic
+    for the same inputs.
     """
     if not candidates:
         raise CalibrationError("method='auto' was given no candidate methods.")
@@ -179,10 +184,11 @@ def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str,
     for group, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         trial_best, trial_method = best, None
         for m in methods:
-            if m == base:
+            if m == base or whole[m] < whole[base] - window_db:
                 continue
-            if all(candidates[m][t] == candidates[choice[t]][t] for t in members):
-                continue  # same thresholds as now: same score
+            if all(abs(candidates[m][t] - candidates[choice[t]][t]) <= _SAME_AMAX_REL * candidates[choice[t]][t]
+                   for t in members):
+                continue  # (nearly) the thresholds already in use: cannot bring min_gain_db, skip the run
             trial = dict(choice)
             trial.update({t: m for t in members})
             s = score(trial)
