@@ -34,6 +34,10 @@ TORCH = "torch==2.13.0"  # the CPU build on the project machines; Jetson users i
 # compiles (no C++ compiler at all), the install still succeeds and the sparse CPU kernel
 # raises MissingDependencyError saying how to build it (`python -m trt_edge.sparse.build`).
 _SPARSE_EXT = "trt_edge.sparse._lib.libtrt_edge_sparse"
+# The calibration histogram kernel (csrc/calib), same rules: optional, never fails the install
+# (calibration then bins in NumPy: same results, slower).
+_CALIB_EXT = "trt_edge.quant._lib.libtrt_edge_calib"
+_NATIVE_EXTS = {_SPARSE_EXT, _CALIB_EXT}
 
 
 def _sparse_build_module():
@@ -45,20 +49,31 @@ def _sparse_build_module():
 
 
 class BuildNative(build_ext):
-    """build_ext that builds the sparse CPU library and never fails the install."""
+    """build_ext that builds the native CPU libraries (sparse kernels, calibration kernel) and never
+    fails the install."""
 
     def get_ext_filename(self, fullname: str) -> str:
         parts = fullname.split(".")
-        if parts[-1] == _SPARSE_EXT.rsplit(".", 1)[-1]:
+        if parts[-1] in {e.rsplit(".", 1)[-1] for e in _NATIVE_EXTS}:
             return str(Path(*parts[:-1], parts[-1] + ".so"))  # not an importable module name
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext: Extension) -> None:
-        if ext.name != _SPARSE_EXT:
+        if ext.name not in _NATIVE_EXTS:
             return super().build_extension(ext)
         out = Path(self.get_ext_fullpath(ext.name))
         build = _sparse_build_module()
         log = logging.getLogger("trt_edge.setup")
+        if ext.name == _CALIB_EXT:
+            try:
+                path, label = build.compile_shared_library(HERE / "csrc" / "calib" / "abs_histogram.cpp", out,
+                                                           what="calibration kernel")
+                log.info("built %s (%s)", path, label)
+            except Exception as exc:  # noqa: BLE001 - optional native part: warn, never fail
+                log.warning("trt-edge: the calibration kernel was not built (%s); calibration uses NumPy "
+                            "(same results, slower). Build it later with `python -m trt_edge.quant.native`.",
+                            str(exc).splitlines()[0])
+            return None
         try:
             path, label = build.compile_cpu_library(out, source_dir=HERE / "csrc" / "sparse")
             log.info("built %s (%s)", path, label)
@@ -110,7 +125,8 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["trt-edge=trt_edge.cli:main"]},
-    ext_modules=[Extension(_SPARSE_EXT, sources=["csrc/sparse/sparse_linear_cpu.cpp"], optional=True)],
+    ext_modules=[Extension(_SPARSE_EXT, sources=["csrc/sparse/sparse_linear_cpu.cpp"], optional=True),
+                 Extension(_CALIB_EXT, sources=["csrc/calib/abs_histogram.cpp"], optional=True)],
     cmdclass={"build_ext": BuildNative},
     classifiers=[
         "Programming Language :: Python :: 3",

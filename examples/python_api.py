@@ -33,9 +33,10 @@ def main(out: Path) -> None:
     report = optimize_file(exported.path, out / "mnist.opt.onnx", OptimizeOptions())
     print(report.table())
 
-    # 3. Our calibrator (histograms; entropy, percentile, max or MSE) -> ranges (+ a TensorRT 10 cache) -> explicit Q/DQ model.
+    # 3. Our calibrator -> ranges (+ a TensorRT 10 cache) -> explicit Q/DQ model. The default method, "auto",
+    #    picks entropy / percentile / MSE / max per op-type group by the model's output SQNR.
     ranges = calibrate(out / "mnist.opt.onnx", NumpyReader({"input": split.x_train[:256]}, batch_size=32),
-                       CalibrationOptions(method="percentile"))
+                       CalibrationOptions())
     ranges.save(out / "mnist.ranges.json")
     write_trt_cache(ranges, out / "mnist.cache")
     int8 = quantize_qdq(out / "mnist.opt.onnx", ranges, QuantizeOptions())

@@ -29,16 +29,16 @@ LIB_DIR = PACKAGE_DIR / "_lib"
 CPU_LIB_NAME = "libtrt_edge_sparse.so"
 CUDA_LIB_NAME = "libtrt_edge_sparse_cuda.so"
 
-_BASE = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-pthread"]
-# Each entry: (label, compile flags, link flags). -fopenmp-simd only enables the `omp simd`
-# vectorisation hints (no OpenMP runtime: the library has its own thread pool).
-# ``TRT_EDGE_SPARSE_PORTABLE=1`` drops -march=native (build once, run on other CPUs).
-CPU_FLAG_SETS: list[tuple[str, list[str], list[str]]] = [
-    ("native+simd", _BASE + ["-march=native", "-fopenmp-simd"], ["-pthread"]),
-    ("simd", _BASE + ["-fopenmp-simd"], ["-pthread"]),
-    ("native", _BASE + ["-march=native"], ["-pthread"]),
-    ("portable", _BASE, ["-pthread"]),
-]
+# The flag sets and the compile loop are shared with the other native library (csrc/calib).
+try:
+    from .._native_build import CPU_FLAG_SETS, compile_shared_library, cpu_flag_sets  # noqa: F401
+except ImportError:  # loaded by path from setup.py: no package context
+    import importlib.util as _ilu
+    _spec = _ilu.spec_from_file_location("_trt_edge_native_build", PACKAGE_DIR.parent / "_native_build.py")
+    _mod = _ilu.module_from_spec(_spec)  # type: ignore[arg-type]
+    _spec.loader.exec_module(_mod)  # type: ignore[union-attr]
+    CPU_FLAG_SETS, compile_shared_library, cpu_flag_sets = (  # noqa: F811
+        _mod.CPU_FLAG_SETS, _mod.compile_shared_library, _mod.cpu_flag_sets)
 
 #: sm targets: Jetson Orin (87), Hopper (90), Blackwell datacenter (100), Thor (110; CUDA 13
 #: renamed Thor from sm_101), Blackwell desktop (120). SASS for each, plus PTX of the
@@ -52,13 +52,6 @@ def repo_root() -> Path | None:
     return root if (root / "csrc" / "sparse").is_dir() else None
 
 
-def cpu_flag_sets() -> list[tuple[str, list[str], list[str]]]:
-    sets = CPU_FLAG_SETS
-    if os.environ.get("TRT_EDGE_SPARSE_PORTABLE") == "1":
-        sets = [s for s in sets if "native" not in s[0]]
-    return sets
-
-
 def compile_cpu_library(output: Path | None = None, *, cxx: str | None = None,
                         source_dir: Path | None = None) -> tuple[Path, str]:
     """Compile the CPU library to ``output``, trying :data:`CPU_FLAG_SETS` in order.
@@ -68,25 +61,8 @@ def compile_cpu_library(output: Path | None = None, *, cxx: str | None = None,
     file in the same folder, then rename) so a running process never sees half a file.
     """
     src_dir = source_dir or ((repo_root() or Path.cwd()) / "csrc" / "sparse")
-    source = src_dir / "sparse_linear_cpu.cpp"
-    if not source.is_file():
-        raise RuntimeError(f"C++ source not found: {source}")
-    output = Path(output or LIB_DIR / CPU_LIB_NAME)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    compiler = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++"
-    errors = []
-    for label, cflags, lflags in cpu_flag_sets():
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=output.parent)
-        os.close(fd)
-        cmd = [compiler, *cflags, "-shared", f"-I{src_dir}", str(source), "-o", tmp, *lflags]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode == 0:
-            os.replace(tmp, output)
-            log.info("built %s with %s", output, label)
-            return output, label
-        os.unlink(tmp)
-        errors.append(f"[{label}] {' '.join(cmd)}\n{proc.stderr.strip()[-2000:]}")
-    raise RuntimeError("Could not compile the sparse CPU library:\n" + "\n".join(errors))
+    return compile_shared_library(src_dir / "sparse_linear_cpu.cpp", Path(output or LIB_DIR / CPU_LIB_NAME),
+                                  include_dir=src_dir, cxx=cxx, what="sparse CPU library")
 
 
 def cuda_compile_command(output: Path, *, archs: tuple[str, ...] = CUDA_ARCHS, nvcc: str = "nvcc",

@@ -1,0 +1,76 @@
+// Streaming |x| histogram binning for INT8 calibration (trt_edge.quant.methods.AbsHistogram).
+//
+// The NumPy path bins ~2 ns per value; on a 2-core machine that work competes with
+// ONNX Runtime's forward pass for the cores, so it sets the calibration speed. This
+// kernel computes the *same* counts (float32 |x| * inv_width, truncated toward zero,
+// values at or past the last bin folded into it: identical float32 arithmetic, so the
+// histograms are bit-for-bit those of the NumPy path) at ~1 ns per value.
+//
+// Plain C ABI, loaded with ctypes (no Python headers); no threads of its own: the caller
+// already runs it on a worker thread beside ONNX Runtime.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#define TEC_API extern "C" __attribute__((visibility("default")))
+
+namespace {
+constexpr int kAbiVersion = 1;
+// Sub-histograms, interleaved by position: runs of one value (the zeros after a ReLU, an
+// image's constant background) would otherwise serialise on one counter's
+// store-to-load dependency.
+constexpr int kLanes = 8;
+// Indices are computed for a block at a time (a loop the compiler vectorises), then counted.
+constexpr int64_t kBlock = 1024;
+// uint32 sub-counts keep the lanes cache-resident; flushed into the int64 totals well
+// before they could overflow.
+constexpr int64_t kFlushEvery = int64_t(1) << 30;
+}  // namespace
+
+TEC_API int tec_abi_version() { return kAbiVersion; }
+
+// counts[min(trunc(|x[k]| * inv_width), nbins - 1)] += 1 for k in [0, n).
+// x: n finite float32 values (the caller filters NaN/inf); counts: nbins int64, added to.
+// Returns 0, or 1 for invalid arguments (nothing is written then).
+TEC_API int tec_abs_histogram_f32(const float* x, int64_t n, float inv_width, int64_t* counts,
+                                  int64_t nbins) {
+    if (nbins <= 0 || nbins > (int64_t(1) << 30) || n < 0 || (n > 0 && (x == nullptr || counts == nullptr)) ||
+        !(inv_width >= 0.0f) || std::isinf(inv_width)) {
+        return 1;
+    }
+    std::vector<uint32_t> sub(static_cast<size_t>(kLanes) * static_cast<size_t>(nbins), 0u);
+    const float top = static_cast<float>(nbins);
+    const int32_t last = static_cast<int32_t>(nbins - 1);
+    alignas(64) int32_t idx[kBlock];
+    int64_t pending = 0;
+    auto flush = [&]() {
+        for (int l = 0; l < kLanes; ++l) {
+            uint32_t* s = sub.data() + static_cast<size_t>(l) * nbins;
+            for (int64_t b = 0; b < nbins; ++b) {
+                counts[b] += s[b];
+                s[b] = 0;
+            }
+        }
+        pending = 0;
+    };
+    for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
+        const int64_t m = (n - k0) < kBlock ? (n - k0) : kBlock;
+        const float* p = x + k0;
+#pragma omp simd
+        for (int64_t j = 0; j < m; ++j) {
+            const float a = std::fabs(p[j]) * inv_width;  // one float32 multiply, as NumPy
+            idx[j] = a < top ? static_cast<int32_t>(a) : last;  // truncation toward zero (a >= 0)
+        }
+        int64_t j = 0;
+        for (; j + kLanes <= m; j += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+                sub[static_cast<size_t>(l) * nbins + idx[j + l]] += 1u;
+            }
+        }
+        for (; j < m; ++j) sub[idx[j]] += 1u;
+        pending += m;
+        if (pending >= kFlushEvery) flush();
+    }
+    flush();
+    return 0;
+}

@@ -1,0 +1,89 @@
+"""The native histogram kernel (csrc/calib) gives exactly the NumPy path's counts."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+
+import numpy as np
+import pytest
+
+from trt_edge.quant import native
+from trt_edge.quant.methods import AbsHistogram, HistogramScratch
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    if not native.available():
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail("The calibration kernel is not built although a C++ compiler is present: "
+                        "`pip install -e .` builds it, or run `python -m trt_edge.quant.native`.")
+        pytest.skip("no C++ compiler: calibration uses the NumPy path")
+    return native
+
+
+@pytest.fixture
+def fresh_rng() -> np.random.Generator:
+    seed = int(np.random.SeedSequence().entropy % (2**32))  # fresh inputs every run (TESTING.md)
+    print(f"native histogram test seed: {seed}")
+    return np.random.default_rng(seed)
+
+
+def _numpy_counts(flat: np.ndarray, inv: np.float32, nb: int, monkeypatch) -> np.ndarray:
+    counts = np.zeros(nb, np.int64)
+    with monkeypatch.context() as m:
+        m.setenv("TRT_EDGE_CALIB_NATIVE", "0")
+        HistogramScratch().add_abs(flat, inv, counts)
+    return counts
+
+
+def _cases(rng: np.random.Generator):
+    n = int(rng.integers(100_000, 300_000))
+    yield "normal", rng.standard_normal(n).astype(np.float32)
+    yield "relu", np.maximum(rng.standard_normal(n), 0).astype(np.float32)
+    spiky = np.full(n, -0.42, np.float32)
+    spiky[rng.random(n) < 0.2] = 2.8
+    yield "spiky", spiky
+    yield "tiny", rng.standard_normal(int(rng.integers(1, 9))).astype(np.float32)
+    yield "empty", np.zeros(0, np.float32)
+    yield "heavy tail", (rng.standard_cauchy(n) * 0.1).astype(np.float32)
+
+
+@pytest.mark.parametrize("nb", [2048, 3001])
+def test_kernel_counts_equal_numpy(kernel, fresh_rng, monkeypatch, nb):
+    for name, x in _cases(fresh_rng):
+        amax = float(np.abs(x).max()) if x.size else 1.0
+        inv = np.float32(nb / amax)
+        # edges: values exactly on bin boundaries and the max itself (the last bin)
+        x = np.concatenate([x, (np.arange(0, nb, 97, dtype=np.float32) / inv).astype(np.float32),
+                            np.float32([amax, -amax])])
+        expected = _numpy_counts(x, inv, nb, monkeypatch)
+        got = np.zeros(nb, np.int64)
+        assert kernel.abs_histogram_f32(x, inv, got), name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+        assert got.sum() == x.size
+
+
+def test_whole_histogram_stream_is_identical(kernel, fresh_rng, monkeypatch):
+    """Growing ranges, bin merges and NaN/inf filtering: the same histogram either way."""
+    batches = [fresh_rng.standard_normal((8, 1000)).astype(np.float32) * s for s in (0.1, 1.0, 5.0, 0.5, 40.0)]
+    batches[2][0, :3] = [np.nan, np.inf, -np.inf]
+    a, b = AbsHistogram(2048), AbsHistogram(2048)
+    for x in batches:
+        a.update(x)
+    with monkeypatch.context() as m:
+        m.setenv("TRT_EDGE_CALIB_NATIVE", "0")
+        for x in batches:
+            b.update(x)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert (a.bin_width, a.amax, a.total, a.nonfinite) == (b.bin_width, b.amax, b.total, b.nonfinite)
+
+
+def test_kernel_rejects_bad_arguments_and_non_contiguous_falls_back(kernel, fresh_rng):
+    x = fresh_rng.standard_normal(64).astype(np.float32)
+    lib = kernel.library()
+    counts = np.zeros(16, np.int64)
+    assert lib.tec_abs_histogram_f32(x.ctypes.data, x.size, ctypes.c_float(1.0), counts.ctypes.data, 0) == 1
+    assert lib.tec_abs_histogram_f32(x.ctypes.data, x.size, ctypes.c_float(float("nan")), counts.ctypes.data, 16) == 1
+    assert not counts.any()  # nothing written on a rejected call
+    assert not kernel.abs_histogram_f32(x[::2], np.float32(1.0), counts)  # strided: the NumPy path takes it
+    assert not kernel.abs_histogram_f32(x.astype(np.float64), np.float32(1.0), counts)
