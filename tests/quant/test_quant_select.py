@@ -157,3 +157,35 @@ def test_auto_default_meets_the_mnist_goal_and_round_trips(mnist_onnx, mnist_spl
     back = CalibrationResult.load(tmp_path / "r.json")
     assert {n: r.method for n, r in back.ranges.items()} == {n: r.method for n, r in ranges.ranges.items()}
     assert back.settings["auto_selection"]["base_method"] == ranges.settings["auto_selection"]["base_method"]
+
+
+def test_rare_large_values_that_matter_are_not_clipped(rng):
+    """Two groups with different needs: Abs(x) is Gaussian-like, Neg(z) carries rare large values in
+    one channel (an "outlier feature", as after a transformer's LayerNorm) that dominate the output
+    where they occur. Entropy clips them; the selection must not, and must end at least as good as
+    every single method on the scored samples."""
+    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (32, 8)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (32, 8)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Abs", ["x"], ["a"], name="abs"),
+             helper.make_node("Neg", ["z"], ["b"], name="neg"),
+             helper.make_node("MatMul", ["a", "w1"], ["ya"], name="fa"),
+             helper.make_node("MatMul", ["b", "w2"], ["yb"], name="fb"),
+             helper.make_node("Add", ["ya", "yb"], ["y"], name="sum")]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 32]) for n in ("x", "z")]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])]
+    model = helper.make_model(helper.make_graph(nodes, "two_groups", io, out, [w1, w2]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    n = 256
+    x = rng.standard_normal((n, 32)).astype(np.float32)
+    z = (rng.standard_normal((n, 32)) * 0.05).astype(np.float32)
+    z[:, 3] = rng.uniform(5, 20, n) * (rng.random(n) < 0.03)
+    data = {"x": x, "z": z}
+    entropy = calibrate(model, data, CalibrationOptions(method="entropy", show_progress=False, batch_size=64))
+    assert entropy.amax("b") < 0.5 * entropy.ranges["b"].observed_amax  # the outliers are clipped
+    auto = calibrate(model, data, CalibrationOptions(show_progress=False, batch_size=64, select_samples=256))
+    sel = auto.settings["auto_selection"]
+    assert auto.amax("b") >= 0.9 * auto.ranges["b"].observed_amax
+    assert sel["final_db"] >= max(sel["whole_model_db"].values()) - 1e-9
+    assert sel["final_db"] > sel["whole_model_db"]["entropy"] + 3
+    assert sel["eval_samples"] == 256
+    assert tensor_groups(model, ["a", "b"]) == {"Abs": ["a"], "Neg": ["b"]}

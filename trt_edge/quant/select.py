@@ -90,6 +90,9 @@ def output_sqnr_db(outputs: Sequence[Mapping[str, np.ndarray]], reference: Seque
     for name in names:
         ref = np.concatenate([np.asarray(r[name], np.float64).ravel() for r in reference])
         got = np.concatenate([np.asarray(o[name], np.float64).ravel() for o in outputs])
+        if got.shape != ref.shape:
+            raise CalibrationError(f"Output '{name}' has {got.size} values in the quantized model but "
+                                   f"{ref.size} in the FP32 reference: cannot score the calibration methods.")
         finite = np.isfinite(ref)
         noise = float(np.sum((got[finite] - ref[finite]) ** 2))
         signal = float(np.sum(ref[finite] ** 2))
@@ -118,7 +121,12 @@ def _merge_batches(feeds: Sequence[Mapping[str, np.ndarray]],
                                                  and np.shape(i[k])[0] == np.shape(next(iter(i.values())))[0]
                                                  for k in first) for i in items)
 
-    if not (stackable(feeds) and stackable(reference)):
+    def batch(feed: Mapping[str, np.ndarray]) -> int:
+        return int(np.shape(next(iter(feed.values())))[0])
+
+    # outputs must carry the batch on axis 0 too (a per-batch statistic output would not stack)
+    if not (stackable(feeds) and stackable(reference)) or \
+            any(np.shape(v)[0] != batch(f) for f, r in zip(feeds, reference) for v in r.values()):
         return [dict(f) for f in feeds], [dict(r) for r in reference]
     merge = lambda items: {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in items[0]}  # noqa: E731
     return [merge(feeds)], [merge(reference)]
