@@ -17,8 +17,8 @@ from ..log import stage
 from .collect import collect_histograms, float_activations
 from .methods import METHODS, AbsHistogram, compute_amax
 from .qdq import QuantizeOptions, tensors_to_calibrate
-from .select import AUTO_CANDIDATES, select_methods
 from .ranges import CalibrationResult, TensorRange
+from .select import AUTO_CANDIDATES, select_methods
 
 log = logging.getLogger(__name__)
 SCOPES = ("qdq", "all")
@@ -34,7 +34,8 @@ class CalibrationOptions:
     ``select_samples`` calibration samples, see :mod:`trt_edge.quant.select`;
     ``select_min_gain_db`` is the gain a group override must bring), or one method
     for every tensor: "entropy" (TensorRT's EntropyCalibration2, for parity with
-    TensorRT's own calibrator), "percentile", "max" or "mse". ``num_bins``: histogram bins (at least; see ``AbsHistogram``).
+    TensorRT's own calibrator), "percentile", "max" or "mse".
+    ``num_bins``: histogram bins (at least; see ``AbsHistogram``).
     ``percentile``: for the percentile method. ``num_quant_bins``: entropy levels
     (128 for int8). ``max_samples``: stop after this many samples (None: all the
     reader gives). ``batch_size``/``seed``: used when ``calibrate`` is given raw

@@ -238,7 +238,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                 n = keep
             if seen < keep_samples:
                 outs = sess.run(wanted + graph_outputs, run_feed)
-                kept_feeds.append(run_feed)
+                # copies: a reader may refill its batch buffers in place for the next batch
+                kept_feeds.append({k: np.array(v, copy=True) for k, v in run_feed.items()})
                 kept_outputs.append({o.name: outs[wanted.index(o.name)] if o.name in wanted
                                      else outs[len(wanted) + graph_outputs.index(o.name)]
                                      for o in model.graph.output})
