@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=("auto", "entropy", "percentile", "max", "mse"), default="auto",
                    help="auto (default): per op-type group, whichever method gives the best output SQNR "
                         "on the first --select-samples samples; entropy: TensorRT's EntropyCalibration2")
-    p.add_argument("--select-samples", type=int, default=8, help="samples --method auto scores on")
+    p.add_argument("--select-samples", type=int, default=8, help="--method auto scores on the first batches until this many samples")
     p.add_argument("--percentile", type=float, default=99.99)
     p.add_argument("--num-bins", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=32)

@@ -31,7 +31,8 @@ class CalibrationOptions:
 
     ``method``: "auto" (the default: each tensor group gets whichever of entropy,
     percentile, mse and max gives the best model-output SQNR on the first
-    ``select_samples`` calibration samples, see :mod:`trt_edge.quant.select`;
+    calibration batches, whole batches until at least ``select_samples`` samples, see
+    :mod:`trt_edge.quant.select`;
     ``select_min_gain_db`` is the gain a group override must bring), or one method
     for every tensor: "entropy" (TensorRT's EntropyCalibration2, for parity with
     TensorRT's own calibrator), "percentile", "max" or "mse".
