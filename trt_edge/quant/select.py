@@ -128,7 +128,9 @@ def _merge_batches(feeds: Sequence[Mapping[str, np.ndarray]],
     if not (stackable(feeds) and stackable(reference)) or \
             any(np.shape(v)[0] != batch(f) for f, r in zip(feeds, reference) for v in r.values()):
         return [dict(f) for f in feeds], [dict(r) for r in reference]
-    merge = lambda items: {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in items[0]}  # noqa: E731
+    def merge(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in items[0]}
+
     return [merge(feeds)], [merge(reference)]
 
 
