@@ -15,7 +15,7 @@ from ..artifacts import sha256_bytes
 from ..errors import CalibrationError, InvalidInputError
 from ..log import stage
 from .collect import collect_histograms, float_activations
-from .methods import METHODS, AbsHistogram, compute_amax
+from .methods import METHODS, compute_amax
 from .qdq import QuantizeOptions, tensors_to_calibrate
 from .ranges import CalibrationResult, TensorRange
 from .select import AUTO_CANDIDATES, select_methods

@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper
 from ..errors import QuantizationError
 from .collect import FLOAT_TYPES, tensor_types
 from .methods import MIN_AMAX, per_channel_amax, symmetric_scale
-from .ranges import CalibrationResult, TensorRange, canonical_model_hash
+from .ranges import CalibrationResult, canonical_model_hash
 
 log = logging.getLogger(__name__)
 
@@ -330,25 +330,27 @@ class ScaleProbe:
                 for t, name in self.scale_inputs.items()}
 
 
+@dataclasses.dataclass
+class _ProbeRecord:
+    """What :func:`quantize_qdq` reports back when it builds a probe (its plan, its scale inputs)."""
+
+    plan: QdqPlan | None = None
+    scale_inputs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 def build_scale_probe(model: onnx.ModelProto, options: QuantizeOptions | None = None) -> ScaleProbe:
     """:class:`ScaleProbe` for ``model`` with ``options``' placement (no checker run)."""
     opt = dataclasses.replace(options or QuantizeOptions(), check=False, check_model_hash=False)
-    named = onnx.ModelProto()
-    named.CopyFrom(model)
-    _node_names(named)
-    plan = plan_qdq(named, opt)
-    _settle_shared_grids(plan)
-    unit = CalibrationResult(ranges={t: TensorRange(amax=1.0) for t in plan.activation_tensors()},
-                             model_hash="", settings={})
-    scale_inputs: dict[str, str] = {}
-    probe = quantize_qdq(named, unit, opt, scale_inputs=scale_inputs)
-    return ScaleProbe(probe, plan, scale_inputs)
+    record = _ProbeRecord()
+    probe = quantize_qdq(model, CalibrationResult(ranges={}, model_hash=""), opt, probe=record)
+    assert record.plan is not None  # set by quantize_qdq
+    return ScaleProbe(probe, record.plan, record.scale_inputs)
 
 
 def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
                  options: QuantizeOptions | None = None,
                  report: list[QdqReport] | None = None, *,
-                 scale_inputs: dict[str, str] | None = None) -> onnx.ModelProto:
+                 probe: _ProbeRecord | None = None) -> onnx.ModelProto:
     """Return a copy of ``model`` with explicit int8 Q/DQ nodes.
 
     Guarantees: the result passes ``onnx.checker`` (full check), keeps the
@@ -356,8 +358,9 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     DequantizeLinear for weights, and zero points are 0. Raises
     :class:`~trt_edge.errors.ArtifactError` if ``ranges`` were calibrated on
     another model (``check_model_hash``). Activations without a range are left
-    float (logged, and listed in ``report``). ``scale_inputs``: internal, see
-    :func:`build_scale_probe` (activation scales become graph inputs, recorded here).
+    float (logged, and listed in ``report``). ``probe``: internal, see
+    :func:`build_scale_probe` (every planned activation gets a Q/DQ pair whose scale is a
+    graph input; ``ranges`` is not read; the plan and the scale inputs are recorded there).
     """
     opt = options or QuantizeOptions()
     if not isinstance(model, onnx.ModelProto):
@@ -379,7 +382,13 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
 
     # ------------------------------------------------------------ activation scales
     _settle_shared_grids(plan)
-    amax, skipped = _activation_amax(plan, {t: ranges.amax(t) for t in plan.activation_tensors() if t in ranges})
+    if probe is not None:
+        probe.plan = plan
+        # placeholders: the probe's scales are graph inputs, so every planned tensor gets its pair
+        amax, skipped = _activation_amax(plan, {t: 1.0 for t in plan.activation_tensors()})
+    else:
+        amax, skipped = _activation_amax(plan, {t: ranges.amax(t) for t in plan.activation_tensors()
+                                                if t in ranges})
     if skipped:
         log.warning("%d tensors have no calibrated range and stay float: %s", len(skipped),
                     ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
@@ -411,8 +420,8 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
 
     def act_qdq(t: str) -> tuple[list[onnx.NodeProto], str]:
         scale = fresh(f"{t}_scale")
-        if scale_inputs is not None:
-            scale_inputs[t] = scale
+        if probe is not None:
+            probe.scale_inputs[t] = scale
             g.input.append(helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []))
         else:
             new_inits.append(numpy_helper.from_array(np.array(act_scale(t), np.float32), scale))
@@ -477,7 +486,7 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
         by_name[slot.node].input[slot.input_index] = weight_dq[key]
 
     # ------------------------------------------------------------ int32 biases (onnxruntime target)
-    for node_name, idx, x, w in plan.biases if scale_inputs is None else []:
+    for node_name, idx, x, w in plan.biases if probe is None else []:
         node = by_name[node_name]
         wdq = node.input[1]
         if x not in amax or wdq not in weight_scales:
