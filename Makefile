@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.trt_edge-installed
 
 setup: $(STAMP)
 
-$(STAMP): setup.py scripts/setup_env.sh scripts/install_trt_stubs.py
+$(STAMP): setup.py scripts/setup_env.sh scripts/install_trt_stubs.py $(wildcard scripts/requirements/*.txt)
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/setup_env.sh
 	touch $(STAMP)
 

@@ -115,7 +115,13 @@ setup(
         "torch": [TORCH, "onnxscript>=0.2"],
         "tensorrt": ["tensorrt>=10.3", "pycuda>=2024.1"],
         "models": ["transformers>=4.40", "tokenizers", "safetensors"],
-        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"],
+        # One extra per feature area (each line owned by that area; setup_env.sh installs them all).
+        # serve: Starlette (via FastAPI) + uvicorn with its C HTTP parser and event loop, prometheus-client.
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "httptools>=0.6", "uvloop>=0.19; sys_platform != 'win32'",
+                  "prometheus-client>=0.20"],
+        "registry": ["model-signing>=1.1", "pyOpenSSL", "cryptography>=42"],
+        "tflite": ["tflite>=2.18", "ai-edge-litert>=2.3", "flatbuffers>=24"],  # importer + LiteRT runner
+        "compress": ["torch-pruning>=1.5,<1.7"],  # dependency-graph structured pruning (tested: 1.6.1)
         "sparse": ["onnxruntime-extensions>=0.12"],
         "dev": [
             "pytest>=8", "mypy>=1.10", "onnxslim>=0.1.50", "scipy",
@@ -125,7 +131,8 @@ setup(
         ],
     },
     entry_points={"console_scripts": ["trt-edge=trt_edge.cli:main"]},
-    ext_modules=[Extension(_SPARSE_EXT, sources=["csrc/sparse/sparse_linear_cpu.cpp"], optional=True),
+    ext_modules=[Extension(_SPARSE_EXT, sources=["csrc/sparse/sparse_linear_cpu.cpp"], optional=True,
+                           depends=["csrc/sparse/sparse_linear_cpu.h", "csrc/sparse/sparse_linear_cpu_kernels.inc"]),
                  Extension(_CALIB_EXT, sources=["csrc/calib/abs_histogram.cpp"], optional=True)],
     cmdclass={"build_ext": BuildNative},
     classifiers=[

@@ -4,7 +4,7 @@ For each model and precision: build the engine with ``trt_edge.build`` (timing
 cache shared, INT8 through our calibration + Q/DQ), compare its outputs with
 ONNX Runtime's FP32 on real data (MNIST digits: accuracy; ImageNet photos:
 top-1 agreement; both: SQNR), then time it the trtexec way
-(``TensorRTRunner.benchmark_gpu``: H2D / GPU compute / D2H / enqueue /
+(``trt_edge.bench.trt_timing.benchmark_gpu``: H2D / GPU compute / D2H / enqueue /
 end-to-end percentiles, throughput) with and without CUDA graphs and data
 transfers. Configurations are interleaved within each repeat; the median of
 the repeats' medians is reported. On Jetson, the power mode and tegrastats
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from trt_edge.build.builder import build_engine
     from trt_edge.numerics import compare_outputs
     from trt_edge.runtime.onnxrt import run_onnx
+    from trt_edge.bench.trt_timing import benchmark_gpu
     from trt_edge.runtime.tensorrt import TensorRTRunner
 
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                     per_mode: dict[str, list[dict[str, Any]]] = {k: [] for k, _, _ in modes}
                     for _ in range(args.repeats):  # interleave the modes within each repeat
                         for key, graph, transfers in modes:
-                            per_mode[key].append(runner.benchmark_gpu(
-                                feed, warmup=20, iterations=args.iterations, cuda_graph=graph,
+                            per_mode[key].append(benchmark_gpu(
+                                runner, feed, warmup=20, iterations=args.iterations, cuda_graph=graph,
                                 transfers=transfers, variants=False))
                     for key, reps in per_mode.items():
                         row[key] = {

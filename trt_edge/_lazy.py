@@ -25,6 +25,15 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib.pyplot": ("plots", "matplotlib"),
     "onnxslim": ("dev", "onnxslim"),
     "onnxruntime_extensions": ("sparse", "onnxruntime-extensions"),
+    "tflite": ("tflite", "tflite"),
+    "ai_edge_litert": ("tflite", "ai-edge-litert"),
+    "ai_edge_litert.interpreter": ("tflite", "ai-edge-litert"),
+    "model_signing": ("registry", "model-signing"),
+    "OpenSSL": ("registry", "pyOpenSSL"),
+    "cryptography": ("registry", "cryptography"),
+    "starlette": ("serve", "fastapi"),
+    "uvicorn": ("serve", "uvicorn"),
+    "prometheus_client": ("serve", "prometheus-client"),
 }
 
 

@@ -35,10 +35,12 @@ def cpu_flag_sets() -> list[tuple[str, list[str], list[str]]]:
 
 
 def compile_shared_library(source: Path, output: Path, *, include_dir: Path | None = None,
-                           cxx: str | None = None, what: str = "native library") -> tuple[Path, str]:
+                           cxx: str | None = None, what: str = "native library",
+                           flag_sets: list[tuple[str, list[str], list[str]]] | None = None) -> tuple[Path, str]:
     """Compile ``source`` into the shared library ``output``, trying :data:`CPU_FLAG_SETS` in order.
 
-    Returns ``(path, label of the flag set used)``. Raises ``RuntimeError`` with the
+    ``flag_sets`` replaces that list (a library with its own run-time SIMD dispatch builds
+    without ``-march=native``). Returns ``(path, label of the flag set used)``. Raises ``RuntimeError`` with the
     compiler's messages when no flag set works. The write is atomic (compile to a temp
     file in the same folder, then rename), so a running process never sees half a file.
     """
@@ -50,7 +52,7 @@ def compile_shared_library(source: Path, output: Path, *, include_dir: Path | No
     compiler = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++"
     include = [f"-I{include_dir or source.parent}"]
     errors = []
-    for label, cflags, lflags in cpu_flag_sets():
+    for label, cflags, lflags in (flag_sets if flag_sets is not None else cpu_flag_sets()):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=output.parent)
         os.close(fd)
         cmd = [compiler, *cflags, "-shared", *include, str(source), "-o", tmp, *lflags]

@@ -47,6 +47,10 @@ class RunnerError(TrtEdgeError):
     """A runner was used in the wrong state or its backend failed."""
 
 
+class PoolTimeoutError(RunnerError, TimeoutError):
+    """No execution instance of a model became free within the caller's timeout."""
+
+
 class CalibrationError(TrtEdgeError):
     """INT8 calibration failed (no data, bad ranges, stale cache...)."""
 
@@ -61,3 +65,11 @@ class BuildError(TrtEdgeError):
 
 class EngineCompatibilityError(ArtifactError):
     """An engine was built for another TensorRT version or GPU."""
+
+
+class SignatureError(ArtifactError):
+    """A model's signature is missing, does not verify, or is not trusted (OpenSSF Model Signing)."""
+
+
+class ModelImportError(TrtEdgeError):
+    """A model from another framework (e.g. a .tflite file) cannot be converted to ONNX."""

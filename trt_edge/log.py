@@ -45,3 +45,49 @@ def stage(description: str) -> Iterator[None]:
     t0 = time.perf_counter()
     yield
     log.info("%s done in %.2fs", description, time.perf_counter() - t0)
+
+
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A plain ``StreamHandler(sys.stderr)`` keeps the stream of the moment it was made;
+    when that stream is replaced and closed (pytest's ``capsys``, a redirected
+    ``contextlib.redirect_stderr``) every later log call fails. This one looks the
+    stream up at write time, like :data:`logging.lastResort`.
+    """
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - a text stream
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.setStream assigns it
+        pass
+
+
+CLI_FORMAT = "[trt-edge] %(levelname)s %(message)s"
+
+
+@contextlib.contextmanager
+def cli_logging(level: int, name: str = "trt_edge") -> Iterator[logging.Logger]:
+    """Log ``name`` to the current stderr at ``level`` for the duration of the block.
+
+    The logger's handlers, level and ``propagate`` flag are restored on exit, so a
+    command run inside another program (or a test) leaves no handler behind.
+    """
+    logger = logging.getLogger(name)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    handler = CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter(CLI_FORMAT))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield logger
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]

@@ -20,9 +20,12 @@
 #include <cstring>
 #include <new>
 #include <type_traits>
+#include <cctype>
+#include <string>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#define TES_X86 1
 #include <immintrin.h>
 #endif
 
@@ -33,8 +36,6 @@
 #include <mutex>
 #include <thread>
 
-// Honoured with -fopenmp-simd (no OpenMP runtime involved), ignored otherwise.
-#define TES_SIMD _Pragma("omp simd")
 
 namespace {
 
@@ -215,14 +216,6 @@ int threads_for_work(int requested, int64_t work) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nt, work / kMinWorkPerThread)));
 }
 
-template <typename Body>
-void parallel_rows(int64_t n, int64_t grain, int nt, Body&& body) {
-  const std::function<void(int64_t, int64_t)> fn = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) body(i);
-  };
-  Pool::instance().parallel_for(n, grain, nt, fn);
-}
-
 // ---------------------------------------------------------------- activations
 // Widen (f16) / transpose (M > 1) / zero-pad (K to Kp, M to Mp) x into xt[Kp][Mp].
 // Returns a pointer to x itself when no copy is needed (f32, M == 1, Kp == K).
@@ -255,165 +248,6 @@ void prepare_bias(const typename P::T* bias, int64_t N, const float* lut, std::v
     for (int64_t n = 0; n < N; ++n) out[n] = P::load(bias, n, lut);
 }
 
-// ---------------------------------------------------------------- CSR kernels
-// batch 1: y[n] = b[n] + sum_j v[j] * x[col[j]]
-template <typename P>
-void csr_gemv(int64_t N, const int32_t* rp, const int32_t* ci, const typename P::T* val,
-              const float* lut, const float* x, const float* b, typename P::T* y, int nt) {
-  parallel_rows(N, 64, nt, [&](int64_t n) {
-    const int32_t s = rp[n], e = rp[n + 1];
-    float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-    int32_t j = s;
-    for (; j + 4 <= e; j += 4) {
-      a0 += P::load(val, j, lut) * x[ci[j]];
-      a1 += P::load(val, j + 1, lut) * x[ci[j + 1]];
-      a2 += P::load(val, j + 2, lut) * x[ci[j + 2]];
-      a3 += P::load(val, j + 3, lut) * x[ci[j + 3]];
-    }
-    for (; j < e; ++j) a0 += P::load(val, j, lut) * x[ci[j]];
-    P::store(y, n, b[n] + ((a0 + a1) + (a2 + a3)));
-  });
-}
-
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-// FP32 batch 1 with hardware gathers: 16 (AVX-512) / 8 (AVX2) non-zeros per step, two
-// accumulators to hide the FMA latency. ~1.5-2x the scalar loop on short rows.
-inline float row_dot_simd(const int32_t* ci, const float* val, const float* x, int32_t s,
-                          int32_t e) {
-  int32_t j = s;
-#if defined(__AVX512F__)
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  for (; j + 32 <= e; j += 32) {
-    const __m512i i0 = _mm512_loadu_si512(ci + j), i1 = _mm512_loadu_si512(ci + j + 16);
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(val + j), _mm512_i32gather_ps(i0, x, 4), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(val + j + 16), _mm512_i32gather_ps(i1, x, 4), acc1);
-  }
-  for (; j < e; j += 16) {
-    const int rem = e - j;
-    const __mmask16 m = rem >= 16 ? static_cast<__mmask16>(0xffff)
-                                  : static_cast<__mmask16>((1u << rem) - 1u);
-    const __m512i i0 = _mm512_maskz_loadu_epi32(m, ci + j);
-    const __m512 g = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, x, 4);
-    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, val + j), g, acc0);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-#else
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; j + 16 <= e; j += 16) {
-    const __m256i i0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + j));
-    const __m256i i1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ci + j + 8));
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + j), _mm256_i32gather_ps(x, i0, 4), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + j + 8), _mm256_i32gather_ps(x, i1, 4), acc1);
-  }
-  acc0 = _mm256_add_ps(acc0, acc1);
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
-  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  float sum = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
-  for (; j < e; ++j) sum += val[j] * x[ci[j]];
-  return sum;
-#endif
-}
-
-template <>
-void csr_gemv<F32>(int64_t N, const int32_t* rp, const int32_t* ci, const float* val,
-                   const float*, const float* x, const float* b, float* y, int nt) {
-  parallel_rows(N, 64, nt, [&](int64_t n) { y[n] = b[n] + row_dot_simd(ci, val, x, rp[n], rp[n + 1]); });
-}
-#endif
-
-// batch > 1, tile width MT: xt is [K][Mp], Mp % MT == 0.
-// MT floats in one SIMD value (GCC/clang vector extension: portable to x86 and ARM, and,
-// unlike a float[MT] array, kept in registers across the non-zero loop).
-template <int MT>
-struct Lanes {
-  typedef float V __attribute__((vector_size(MT * sizeof(float))));
-};
-// Out-parameter rather than a return value: returning a vector type from a function
-// changes the ABI between SIMD levels (-Wpsabi) in portable builds.
-template <int MT>
-inline void load_lanes(typename Lanes<MT>::V& v, const float* p) {
-  std::memcpy(&v, p, sizeof v);
-}
-
-template <typename P, int MT>
-void csr_gemm(int64_t M, int64_t N, int64_t Mp, const int32_t* rp, const int32_t* ci,
-              const typename P::T* val, const float* lut, const float* xt, const float* b,
-              typename P::T* y, int nt) {
-  using V = typename Lanes<MT>::V;
-  parallel_rows(N, 16, nt, [&](int64_t n) {
-    const int32_t s = rp[n], e = rp[n + 1];
-    for (int64_t m0 = 0; m0 < M; m0 += MT) {
-      // Vectorised across the batch tile (not across non-zeros, which would gather).
-      V acc0 = {}, acc1 = {}, x0, x1;
-      int32_t j = s;
-      for (; j + 2 <= e; j += 2) {
-        load_lanes<MT>(x0, xt + static_cast<int64_t>(ci[j]) * Mp + m0);
-        load_lanes<MT>(x1, xt + static_cast<int64_t>(ci[j + 1]) * Mp + m0);
-        acc0 += P::load(val, j, lut) * x0;
-        acc1 += P::load(val, j + 1, lut) * x1;
-      }
-      if (j < e) {
-        load_lanes<MT>(x0, xt + static_cast<int64_t>(ci[j]) * Mp + m0);
-        acc0 += P::load(val, j, lut) * x0;
-      }
-      float acc[MT];
-      const V sum = acc0 + acc1;
-      std::memcpy(acc, &sum, sizeof acc);
-      const int64_t w = std::min<int64_t>(MT, M - m0);
-      for (int64_t i = 0; i < w; ++i) P::store(y, (m0 + i) * N + n, acc[i] + b[n]);
-    }
-  });
-}
-
-// ---------------------------------------------------------------- BSR kernels
-// BR_/BC_ > 0: compile-time block shape (fast paths); 0: runtime br/bc (<= 32).
-template <typename P, int BR_, int BC_, int MT>
-void bsr_kernel(int64_t M, int64_t N, int64_t Mp, int32_t br_rt, int32_t bc_rt,
-                const int32_t* brp, const int32_t* bci, const typename P::T* val, const float* lut,
-                const float* xt, const float* b, typename P::T* y, int nt) {
-  const int br = BR_ > 0 ? BR_ : br_rt;
-  const int bc = BC_ > 0 ? BC_ : bc_rt;
-  constexpr int BRMAX = BR_ > 0 ? BR_ : 32;
-  const int64_t nbr = (N + br - 1) / br;
-  parallel_rows(nbr, 8, nt, [&](int64_t rb) {
-    const int32_t s = brp[rb], e = brp[rb + 1];
-    const int64_t n0 = rb * br;
-    const int64_t rows = std::min<int64_t>(br, N - n0);
-    for (int64_t m0 = 0; m0 < M; m0 += MT) {
-      float acc[BRMAX][MT];
-      if constexpr (MT == 1) {
-        for (int r = 0; r < br; ++r) acc[r][0] = 0.f;
-        for (int32_t blk = s; blk < e; ++blk) {
-          const float* xr = xt + static_cast<int64_t>(bci[blk]) * bc;
-          const int64_t vbase = static_cast<int64_t>(blk) * br * bc;
-          for (int r = 0; r < br; ++r) {
-            float a = 0.f;
-            for (int c = 0; c < bc; ++c) a += P::load(val, vbase + r * bc + c, lut) * xr[c];
-            acc[r][0] += a;
-          }
-        }
-      } else {
-        using V = typename Lanes<MT>::V;
-        V vacc[BRMAX];
-        for (int r = 0; r < br; ++r) vacc[r] = V{};
-        for (int32_t blk = s; blk < e; ++blk) {
-          const int64_t c0 = static_cast<int64_t>(bci[blk]) * bc;
-          const int64_t vbase = static_cast<int64_t>(blk) * br * bc;
-          for (int c = 0; c < bc; ++c) {
-            V xv;
-            load_lanes<MT>(xv, xt + (c0 + c) * Mp + m0);
-            for (int r = 0; r < br; ++r) vacc[r] += P::load(val, vbase + r * bc + c, lut) * xv;
-          }
-        }
-        for (int r = 0; r < br; ++r) std::memcpy(acc[r], &vacc[r], sizeof acc[r]);
-      }
-      const int64_t w = std::min<int64_t>(MT, M - m0);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t i = 0; i < w; ++i) P::store(y, (m0 + i) * N + n0 + r, acc[r][i] + b[n0 + r]);
-    }
-  });
-}
-
 // ---------------------------------------------------------------- validation
 int check_common(int64_t M, int64_t N, int64_t K, const void* rp, const void* x, const void* y) {
   if (M < 0 || N < 0 || K < 0) return TES_ERR_BAD_SHAPE;
@@ -435,82 +269,154 @@ int check_compressed(int64_t rows, int64_t cols, const int32_t* rp, const int32_
   return TES_OK;
 }
 
-template <typename P>
-int run_csr(int64_t M, int64_t N, int64_t K, const int32_t* rp, const int32_t* ci,
-            const typename P::T* val, const typename P::T* bias, const typename P::T* x,
-            typename P::T* y, int num_threads, int check) {
-  int st = check_common(M, N, K, rp, x, y);
-  if (st != TES_OK) return st;
-  if (M == 0 || N == 0) return TES_OK;
-  if (check && (st = check_compressed(N, K, rp, ci, val)) != TES_OK) return st;
-  const int nt = threads_for_work(num_threads, static_cast<int64_t>(rp[N]) * M);
-  const float* lut = std::is_same<P, F16>::value ? half_table() : nullptr;
-  std::vector<float> bf, xbuf;
-  prepare_bias<P>(bias, N, lut, bf);
-  if (M == 1) {
-    const float* xf = prepare_x<P>(x, 1, K, K, 1, lut, xbuf);
-    csr_gemv<P>(N, rp, ci, val, lut, xf, bf.data(), y, nt);
-    return TES_OK;
+// Packed CSR: row_ptr [P][N+1] chained across panels, indices inside their panel.
+int check_panels(int64_t N, int64_t K, int64_t T, int64_t P, const int32_t* rp, const uint16_t* ci,
+                 const void* val) {
+  if (rp[0] != 0) return TES_ERR_BAD_INDEX;
+  for (int64_t p = 0; p < P; ++p) {
+    const int32_t* r = rp + p * (N + 1);
+    if (p > 0 && r[0] != r[-1]) return TES_ERR_BAD_INDEX;
+    for (int64_t n = 0; n < N; ++n)
+      if (r[n + 1] < r[n]) return TES_ERR_BAD_INDEX;
+    const int64_t width = std::min<int64_t>(T, K - p * T);
+    if (r[N] > r[0] && (!ci || !val)) return TES_ERR_NULL_POINTER;
+    for (int32_t j = r[0]; j < r[N]; ++j)
+      if (ci[j] >= width) return TES_ERR_BAD_INDEX;
   }
-  const int mt = M <= 4 ? 4 : (M <= 8 ? 8 : 16);
-  const int64_t Mp = (M + mt - 1) / mt * mt;
-  const float* xt = prepare_x<P>(x, M, K, K, Mp, lut, xbuf);
-  if (mt == 4) csr_gemm<P, 4>(M, N, Mp, rp, ci, val, lut, xt, bf.data(), y, nt);
-  else if (mt == 8) csr_gemm<P, 8>(M, N, Mp, rp, ci, val, lut, xt, bf.data(), y, nt);
-  else csr_gemm<P, 16>(M, N, Mp, rp, ci, val, lut, xt, bf.data(), y, nt);
   return TES_OK;
 }
 
-template <typename P, int BR, int BC>
-void bsr_dispatch_mt(int64_t M, int64_t N, int64_t Mp, int mt, int32_t br, int32_t bc,
-                     const int32_t* brp, const int32_t* bci, const typename P::T* val,
-                     const float* lut, const float* xt, const float* b, typename P::T* y, int nt) {
-  switch (mt) {
-    case 1: bsr_kernel<P, BR, BC, 1>(M, N, Mp, br, bc, brp, bci, val, lut, xt, b, y, nt); break;
-    case 4: bsr_kernel<P, BR, BC, 4>(M, N, Mp, br, bc, brp, bci, val, lut, xt, b, y, nt); break;
-    case 8: bsr_kernel<P, BR, BC, 8>(M, N, Mp, br, bc, brp, bci, val, lut, xt, b, y, nt); break;
-    default: bsr_kernel<P, BR, BC, 16>(M, N, Mp, br, bc, brp, bci, val, lut, xt, b, y, nt); break;
-  }
+// The entry points one SIMD level provides (sparse_linear_cpu_kernels.inc fills one each).
+struct KernelTable {
+  int (*csr_f32)(int64_t, int64_t, int64_t, const int32_t*, const int32_t*, const float*,
+                 const float*, const float*, float*, int, int);
+  int (*csr_f16)(int64_t, int64_t, int64_t, const int32_t*, const int32_t*, const uint16_t*,
+                 const uint16_t*, const uint16_t*, uint16_t*, int, int);
+  int (*bsr_f32)(int64_t, int64_t, int64_t, int32_t, int32_t, const int32_t*, const int32_t*,
+                 const float*, const float*, const float*, float*, int, int);
+  int (*bsr_f16)(int64_t, int64_t, int64_t, int32_t, int32_t, const int32_t*, const int32_t*,
+                 const uint16_t*, const uint16_t*, const uint16_t*, uint16_t*, int, int);
+  int (*pcsr_f32)(int64_t, int64_t, int64_t, int32_t, const int32_t*, const uint16_t*, const void*,
+                  int, const float*, const float*, float*, int, int, int);
+  uint64_t (*stream_read)(const unsigned char*, int64_t, int, int);
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- the kernels, once per level
+// Each inclusion compiles the same kernels for one SIMD level into its own namespace; the
+// target pragmas raise the instruction set of every function defined inside, so the
+// library itself is built for the baseline and runs on any CPU of its architecture.
+#if defined(TES_X86) && (defined(__GNUC__) || defined(__clang__))
+#define TES_MULTI_ISA 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+#endif
+namespace tes_avx512 {
+namespace {
+#define TES_ISA_AVX512 1
+#include "sparse_linear_cpu_kernels.inc"
+#undef TES_ISA_AVX512
+}  // namespace
+}  // namespace tes_avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+#endif
+namespace tes_avx2 {
+namespace {
+#define TES_ISA_AVX2 1
+#include "sparse_linear_cpu_kernels.inc"
+#undef TES_ISA_AVX2
+}  // namespace
+}  // namespace tes_avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif  // TES_X86
+
+namespace tes_base {
+namespace {
+#define TES_ISA_BASE 1
+#include "sparse_linear_cpu_kernels.inc"
+#undef TES_ISA_BASE
+}  // namespace
+}  // namespace tes_base
+
+namespace {
+
+// ---------------------------------------------------------------- dispatch
+enum Isa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
+
+bool cpu_has(Isa isa) {
+  if (isa == kBase) return true;
+#if defined(TES_MULTI_ISA)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+  if (isa == kAvx2) return avx2;
+  return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
 }
 
-template <typename P>
-int run_bsr(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc, const int32_t* brp,
-            const int32_t* bci, const typename P::T* val, const typename P::T* bias,
-            const typename P::T* x, typename P::T* y, int num_threads, int check) {
-  if (br < 1 || bc < 1 || br > 32 || bc > 32) return TES_ERR_BAD_SHAPE;
-  int st = check_common(M, N, K, brp, x, y);
-  if (st != TES_OK) return st;
-  if (M == 0 || N == 0) return TES_OK;
-  const int64_t nbr = (N + br - 1) / br, nbc = (K + bc - 1) / bc;
-  if (check && (st = check_compressed(nbr, nbc, brp, bci, val)) != TES_OK) return st;
-  const int nt = threads_for_work(num_threads, static_cast<int64_t>(brp[nbr]) * br * bc * M);
-  const float* lut = std::is_same<P, F16>::value ? half_table() : nullptr;
-  std::vector<float> bf, xbuf;
-  prepare_bias<P>(bias, N, lut, bf);
-  // Large M tiles with tall blocks would spill registers: keep br * mt <= 64.
-  int mt = M == 1 ? 1 : (M <= 4 ? 4 : (M <= 8 ? 8 : 16));
-  while (mt > 4 && br * mt > 64) mt /= 2;
-  const int64_t Mp = (M + mt - 1) / mt * mt;
-  const int64_t Kp = nbc * bc;
-  const float* xt = prepare_x<P>(x, M, K, Kp, Mp, lut, xbuf);
-  const float* b = bf.data();
-#define TES_BSR_CASE(R, C)                                                                    \
-  if (br == R && bc == C) {                                                                    \
-    bsr_dispatch_mt<P, R, C>(M, N, Mp, mt, br, bc, brp, bci, val, lut, xt, b, y, nt);          \
-    return TES_OK;                                                                             \
-  }
-  TES_BSR_CASE(1, 4)
-  TES_BSR_CASE(1, 8)
-  TES_BSR_CASE(2, 2)
-  TES_BSR_CASE(2, 4)
-  TES_BSR_CASE(4, 1)
-  TES_BSR_CASE(4, 4)
-  TES_BSR_CASE(8, 1)
-  TES_BSR_CASE(1, 1)
-#undef TES_BSR_CASE
-  bsr_dispatch_mt<P, 0, 0>(M, N, Mp, mt, br, bc, brp, bci, val, lut, xt, b, y, nt);
-  return TES_OK;
+const KernelTable* table_for(Isa isa) {
+#if defined(TES_MULTI_ISA)
+  if (isa == kAvx512) return &tes_avx512::kTable;
+  if (isa == kAvx2) return &tes_avx2::kTable;
+#endif
+  (void)isa;
+  return &tes_base::kTable;
 }
+
+Isa best_isa() { return cpu_has(kAvx512) ? kAvx512 : (cpu_has(kAvx2) ? kAvx2 : kBase); }
+
+// Returns -1 for an unknown name.
+int parse_isa(const char* name) {
+  if (!name) return -1;
+  std::string s(name);
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "auto" || s.empty()) return best_isa();
+  if (s == "baseline" || s == "scalar" || s == "base" || s == "portable") return kBase;
+  if (s == "avx2") return kAvx2;
+  if (s == "avx512" || s == "avx512f" || s == "avx-512") return kAvx512;
+  return -1;
+}
+
+struct Dispatch {
+  std::atomic<int> isa{kBase};
+  int env_status = TES_OK;
+  Dispatch() {
+    int chosen = best_isa();
+    const char* env = std::getenv("TRT_EDGE_SPARSE_ISA");
+    if (env && *env) {
+      const int want = parse_isa(env);
+      if (want < 0) env_status = TES_ERR_BAD_SHAPE;
+      else if (!cpu_has(static_cast<Isa>(want))) env_status = TES_ERR_UNSUPPORTED_ISA;
+      else chosen = want;
+    }
+    isa.store(chosen);
+  }
+  static Dispatch& instance() {
+    static Dispatch d;
+    return d;
+  }
+  const KernelTable* table() const { return table_for(static_cast<Isa>(isa.load(std::memory_order_relaxed))); }
+};
+
+const KernelTable* kernels() { return Dispatch::instance().table(); }
 
 template <typename F>
 int guarded(F&& f) noexcept {
@@ -531,7 +437,7 @@ int tes_linear_csr_f32(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
                        const int32_t* col_idx, const float* values, const float* bias,
                        const float* x, float* y, int num_threads, int check_indices) {
   return guarded([&] {
-    return run_csr<F32>(M, N, K, row_ptr, col_idx, values, bias, x, y, num_threads, check_indices);
+    return kernels()->csr_f32(M, N, K, row_ptr, col_idx, values, bias, x, y, num_threads, check_indices);
   });
 }
 
@@ -539,7 +445,7 @@ int tes_linear_csr_f16(int64_t M, int64_t N, int64_t K, const int32_t* row_ptr,
                        const int32_t* col_idx, const uint16_t* values, const uint16_t* bias,
                        const uint16_t* x, uint16_t* y, int num_threads, int check_indices) {
   return guarded([&] {
-    return run_csr<F16>(M, N, K, row_ptr, col_idx, values, bias, x, y, num_threads, check_indices);
+    return kernels()->csr_f16(M, N, K, row_ptr, col_idx, values, bias, x, y, num_threads, check_indices);
   });
 }
 
@@ -548,7 +454,7 @@ int tes_linear_bsr_f32(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
                        const float* values, const float* bias, const float* x, float* y,
                        int num_threads, int check_indices) {
   return guarded([&] {
-    return run_bsr<F32>(M, N, K, br, bc, block_row_ptr, block_col_idx, values, bias, x, y,
+    return kernels()->bsr_f32(M, N, K, br, bc, block_row_ptr, block_col_idx, values, bias, x, y,
                         num_threads, check_indices);
   });
 }
@@ -558,10 +464,47 @@ int tes_linear_bsr_f16(int64_t M, int64_t N, int64_t K, int32_t br, int32_t bc,
                        const uint16_t* values, const uint16_t* bias, const uint16_t* x,
                        uint16_t* y, int num_threads, int check_indices) {
   return guarded([&] {
-    return run_bsr<F16>(M, N, K, br, bc, block_row_ptr, block_col_idx, values, bias, x, y,
+    return kernels()->bsr_f16(M, N, K, br, bc, block_row_ptr, block_col_idx, values, bias, x, y,
                         num_threads, check_indices);
   });
 }
+
+int tes_linear_pcsr_f32(int64_t M, int64_t N, int64_t K, int32_t panel_cols, const int32_t* row_ptr,
+                        const uint16_t* col_idx, const void* values, int values_f16,
+                        const float* bias, const float* x, float* y, int num_threads, int variant,
+                        int check_indices) {
+  return guarded([&] {
+    return kernels()->pcsr_f32(M, N, K, panel_cols, row_ptr, col_idx, values, values_f16, bias, x, y,
+                               num_threads, variant, check_indices);
+  });
+}
+
+uint64_t tes_stream_read(const void* data, int64_t bytes, int num_threads, int prefetch) {
+  if (!data || bytes <= 0) return 0;
+  try {
+    return kernels()->stream_read(static_cast<const unsigned char*>(data), bytes, resolve_threads(num_threads), prefetch);
+  } catch (...) {
+    return 0;
+  }
+}
+
+const char* tes_isa(void) {
+  return kIsaNames[Dispatch::instance().isa.load()];
+}
+
+int tes_isa_supported(const char* name) {
+  const int isa = parse_isa(name);
+  return isa >= 0 && cpu_has(static_cast<Isa>(isa)) ? 1 : 0;
+}
+
+int tes_set_isa(const char* name) {
+  const int isa = parse_isa(name);
+  if (isa < 0 || !cpu_has(static_cast<Isa>(isa))) return TES_ERR_UNSUPPORTED_ISA;
+  Dispatch::instance().isa.store(isa);
+  return TES_OK;
+}
+
+int tes_isa_env_status(void) { return Dispatch::instance().env_status; }
 
 const char* tes_status_string(int status) {
   switch (status) {
@@ -571,6 +514,7 @@ const char* tes_status_string(int status) {
     case TES_ERR_BAD_INDEX: return "bad sparse index arrays (row_ptr not monotone from 0, or a column index out of range)";
     case TES_ERR_OUT_OF_MEMORY: return "out of memory for the activation workspace";
     case TES_ERR_INTERNAL: return "internal error (unexpected exception)";
+    case TES_ERR_UNSUPPORTED_ISA: return "SIMD level unknown or not supported by this CPU/build (use avx512, avx2, baseline or auto)";
     default: return "unknown status";
   }
 }
@@ -584,16 +528,13 @@ const char* tes_build_info(void) {
 #else
          "unknown"
 #endif
-         "; threads: own pool"
-         "; simd: "
-#if defined(__AVX512F__)
-         "avx512f"
-#elif defined(__AVX2__)
-         "avx2"
+         "; threads: own pool (per call: num_threads, default min(work, pool size))"
+#if defined(TES_MULTI_ISA)
+         "; simd levels: avx512, avx2, baseline (x86-64 SSE2), chosen at run time"
 #elif defined(__ARM_NEON)
-         "neon"
+         "; simd levels: baseline (NEON)"
 #else
-         "baseline"
+         "; simd levels: baseline (compiler-vectorised)"
 #endif
       ;
 }

@@ -38,6 +38,7 @@ extern "C" {
 #define TES_ERR_BAD_INDEX 3
 #define TES_ERR_OUT_OF_MEMORY 4
 #define TES_ERR_INTERNAL 5
+#define TES_ERR_UNSUPPORTED_ISA 6
 
 // `num_threads` <= 0: the library decides (1 thread for small work, else all pool threads;
 // the pool has hardware_concurrency threads, or TES_NUM_THREADS).
@@ -58,6 +59,38 @@ TES_API int tes_linear_bsr_f16(int64_t M, int64_t N, int64_t K, int32_t br, int3
                        const uint16_t* values, const uint16_t* bias, const uint16_t* x,
                        uint16_t* y, int num_threads, int check_indices);
 
+// Packed CSR (CPU-only layout, built by trt_edge.sparse.formats.to_packed_csr): the columns
+// are cut into P = ceil(K / panel_cols) panels of panel_cols <= 65536 columns; panel p holds
+// the entries of columns [p*panel_cols, (p+1)*panel_cols) as CSR with uint16 column indices
+// relative to the panel. row_ptr is [P][N+1] with global offsets into col_idx/values
+// (row_ptr[0] == 0, each panel starts where the previous one ended). values are FP32, or
+// FP16 bits when values_f16 != 0; x, bias (may be NULL) and y are FP32.
+// `variant` (batch 1 only): TES_PCSR_AUTO, TES_PCSR_GATHER (hardware gather where the
+// active SIMD level has one), TES_PCSR_LOADS (scalar loads, no gather).
+#define TES_PCSR_AUTO 0
+#define TES_PCSR_GATHER 1
+#define TES_PCSR_LOADS 2
+TES_API int tes_linear_pcsr_f32(int64_t M, int64_t N, int64_t K, int32_t panel_cols,
+                        const int32_t* row_ptr, const uint16_t* col_idx, const void* values,
+                        int values_f16, const float* bias, const float* x, float* y,
+                        int num_threads, int variant, int check_indices);
+
+// Read-bandwidth probe: reads `bytes` bytes at `data` once, sequentially, with the active
+// SIMD level's widest loads (prefetch != 0: plus the kernels' software prefetch), on up to
+// num_threads threads (<= 0: all pool threads); returns a checksum of the bytes.
+// Benchmarks time it for the byte count a kernel must read.
+TES_API uint64_t tes_stream_read(const void* data, int64_t bytes, int num_threads, int prefetch);
+
+// Run-time SIMD dispatch. One library holds the kernels compiled for every level
+// ("avx512", "avx2", "baseline"; on aarch64 only "baseline", which is NEON there); the
+// best level this CPU supports is chosen at load time, unless the environment variable
+// TRT_EDGE_SPARSE_ISA names one (avx512|avx2|baseline|scalar|auto; "scalar" = "baseline").
+// An unknown or unsupported value in the variable is ignored (tes_isa_env_status says so).
+TES_API const char* tes_isa(void);                     // active level
+TES_API int tes_isa_supported(const char* name);       // 1 if this CPU and build can run it
+TES_API int tes_set_isa(const char* name);             // TES_OK or TES_ERR_UNSUPPORTED_ISA
+TES_API int tes_isa_env_status(void);                  // TES_OK, or why the variable was ignored
+
 // Human-readable description of a status code (static storage).
 TES_API const char* tes_status_string(int status);
 // Build facts: compiler, threading, SIMD target (static storage).
@@ -66,7 +99,7 @@ TES_API const char* tes_build_info(void);
 TES_API int tes_default_threads(void);
 // ABI version of this header; the Python loader refuses a mismatch.
 TES_API int tes_abi_version(void);
-#define TES_ABI_VERSION 1
+#define TES_ABI_VERSION 2
 
 #ifdef __cplusplus
 }

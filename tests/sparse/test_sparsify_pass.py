@@ -129,7 +129,8 @@ def test_runner_hosts_sparse_model(sparse_cpu, fresh_rng):
     sparse = sparsify_model(model, SparsifyOptions(format="csr")).model
     feed = {"x": fresh_rng.standard_normal((4, 64)).astype(np.float32),
             "t": fresh_rng.standard_normal((4, 2, 64)).astype(np.float32)}
-    with sparse_ort.make_runner(sparse, OrtOptions(graph_optimization="all")) as runner:
+    from trt_edge.runtime.sparse_ort import make_runner  # sparse/ does not import runtime/
+    with make_runner(sparse, OrtOptions(graph_optimization="all")) as runner:
         got = runner.infer(feed)
     ref = run_onnx(model, feed)
     np.testing.assert_allclose(got["y"], ref["y"], rtol=ONE_LAYER_RTOL, atol=1e-4)

@@ -84,7 +84,9 @@ def test_mobilenet_engine_matches_onnxruntime(precision, mobilenet_onnx, imagene
 
 
 def test_dynamic_shapes_threads_graphs_and_timing(mnist_onnx, mnist_split, engines):
+    from trt_edge.bench.trt_timing import benchmark_gpu
     from trt_edge.errors import InvalidInputError
+    from trt_edge.runtime import Model
     from trt_edge.runtime.tensorrt import TensorRTRunner, TrtRunnerOptions
 
     plan = engines / "mnist.dyn.plan"
@@ -98,15 +100,15 @@ def test_dynamic_shapes_threads_graphs_and_timing(mnist_onnx, mnist_split, engin
         with pytest.raises(InvalidInputError, match="largest profile"):
             r.infer({"input": np.zeros((65, 1, 28, 28), np.float32)})
         feeds = [{"input": x[i:i + 8]} for i in range(0, 64, 8)]
-        outs = r.infer_batch(feeds, num_threads=4)  # one context + stream per thread
+        outs = r.infer_batch(feeds, num_threads=4)  # 4 callers share the runner's fixed instances
         np.testing.assert_allclose(np.concatenate([o["logits"] for o in outs]), ref, rtol=1e-4, atol=1e-5)
-        report = r.benchmark_gpu({"input": x[:16]}, warmup=5, iterations=50)
+        report = benchmark_gpu(r, {"input": x[:16]}, warmup=5, iterations=50)
         for key in ("h2d_ms", "compute_ms", "d2h_ms", "enqueue_ms", "end_to_end_ms"):
             assert report[key]["median"] > 0
         assert report["throughput_qps"] > 0
         assert set(report["variants"]) == {"cuda_graph_on", "no_transfers"}  # the main run was graph off
-        graph = r.benchmark_gpu({"input": x[:16]}, warmup=5, iterations=50, cuda_graph=True, transfers=False)
-        assert graph["cuda_graph"] and "h2d_ms" not in graph
+        graph = benchmark_gpu(r, {"input": x[:16]}, warmup=5, iterations=50, cuda_graph=True, transfers=False)
+        assert graph["cuda_graph"] and "h2d_ms" not in graph and r.options.cuda_graph is False
     with TensorRTRunner(plan, TrtRunnerOptions(cuda_graph=True)) as g:
         a = g.infer({"input": x[:16]})["logits"]
         b = g.infer({"input": x[:16]})["logits"]  # replayed graph
@@ -115,6 +117,12 @@ def test_dynamic_shapes_threads_graphs_and_timing(mnist_onnx, mnist_split, engin
     with concurrent.futures.ThreadPoolExecutor(2) as pool, TensorRTRunner(plan) as r2:
         futs = [pool.submit(r2.infer, {"input": x[:4]}) for _ in range(4)]
         assert all(np.allclose(f.result()["logits"], ref[:4], rtol=1e-4, atol=1e-5) for f in futs)
+    with Model.load(plan, instances=3) as model:  # 3 contexts + streams + buffers, made at load
+        assert (model.signature.batch.min, model.signature.batch.max) == (1, 64)
+        feeds = [{"input": x[i:i + 1 + i % 8]} for i in range(48)]
+        for i, res in enumerate(model.infer_batch(feeds)):
+            np.testing.assert_allclose(res.outputs["logits"], ref[i:i + 1 + i % 8], rtol=1e-4, atol=1e-5)
+        assert model.pool_stats().peak_in_use <= 3
 
 
 def test_engine_from_another_tensorrt_is_refused_before_deserializing(mnist_onnx, engines):

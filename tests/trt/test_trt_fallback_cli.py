@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+from trt_edge.artifacts import read_sidecar
 from trt_edge.build import tensorrt_available
 from trt_edge.cli import main
 from trt_edge.numerics import FP16, FP32_EXACT, compare_outputs
@@ -39,7 +40,10 @@ def test_plan_request_writes_onnx_beside_it_and_says_why(mnist_onnx, mnist_split
     art = out.with_suffix(".onnx")
     assert "TensorRT is not installed" in text and str(art) in text
     assert art.exists() and not out.exists()
-    side = json.loads((tmp_path / "engines" / "mnist.onnx.json").read_text())
+    raw = json.loads((tmp_path / "engines" / "mnist.onnx.json").read_text())
+    assert raw["requested_output"] == "mnist.plan"  # the hashed content holds no absolute path
+    assert raw["provenance"]["paths"]["requested_output"] == str(out)
+    side = read_sidecar(art)  # puts the full paths back
     assert side["kind"] == "onnxruntime-artifact" and side["backend"] == "onnxruntime"
     assert side["fallback_reason"] == "TensorRT is not installed" and side["precision"] == "fp32"
     assert side["requested_output"] == str(out)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from trt_edge.artifacts import sidecar_path
+from trt_edge.artifacts import read_sidecar, sidecar_path
 from trt_edge.build import (EngineMetadata, GpuInfo, TrtVersion, check_engine_compatible,
                             read_engine_metadata, write_engine_metadata)
 from trt_edge.build.timing_cache import load_timing_cache, save_timing_cache
@@ -31,7 +31,10 @@ def test_sidecar_round_trip(tmp_path):
     src.write_bytes(b"onnx bytes")
     m = meta(calibration_sha256="cd" * 32, plugins=["libsparse.so"], build_time_s=12.5)
     write_engine_metadata(plan, m, onnx_path=src, options={"precision": "fp16"}, build_log="m.plan.log")
-    side = json.loads(sidecar_path(plan).read_text())
+    raw = json.loads(sidecar_path(plan).read_text())
+    assert "path" not in raw["sources"]["onnx"] and "build_time_s" not in raw["engine"]  # not hashed
+    assert raw["provenance"]["build_time_s"] == 12.5
+    side = read_sidecar(plan)
     assert side["kind"] == "tensorrt-engine" and side["sources"]["onnx"]["path"].endswith("m.onnx")
     assert side["engine"]["gpu"] == {"name": "Orin", "compute_capability": [8, 7], "integrated": True}
     assert side["build_log"] == "m.plan.log" and side["options"] == {"precision": "fp16"}

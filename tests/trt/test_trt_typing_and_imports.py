@@ -15,12 +15,19 @@ SCRIPT = ROOT / "scripts" / "install_trt_stubs.py"
 OUR_MODULES = ["trt_edge.build", "trt_edge.build.builder", "trt_edge.build.fallback",
                "trt_edge.build.metadata", "trt_edge.build.profiles", "trt_edge.build.precision",
                "trt_edge.build.timing_cache", "trt_edge.build.versions", "trt_edge.build.options",
-               "trt_edge.runtime.tensorrt", "trt_edge.runtime.cuda", "trt_edge.bench.trt_timing",
+               "trt_edge.build.cuda", "trt_edge.build.engine_cache",
+               "trt_edge.runtime.tensorrt", "trt_edge.runtime.trt_instance", "trt_edge.runtime.cuda",
+               "trt_edge.runtime.cuda_plan", "trt_edge.runtime.cuda_graph", "trt_edge.runtime.pool",
+               "trt_edge.runtime.model", "trt_edge.bench.trt_timing",
                "trt_edge.bench.tegrastats", "trt_edge.cli.build"]
 OUR_FILES = ["trt_edge/build/__init__.py", "trt_edge/build/builder.py", "trt_edge/build/fallback.py",
              "trt_edge/build/metadata.py", "trt_edge/build/profiles.py", "trt_edge/build/precision.py",
              "trt_edge/build/timing_cache.py", "trt_edge/build/versions.py", "trt_edge/build/options.py",
-             "trt_edge/runtime/tensorrt.py", "trt_edge/runtime/cuda.py", "trt_edge/bench/trt_timing.py",
+             "trt_edge/build/cuda.py", "trt_edge/build/engine_cache.py",
+             "trt_edge/runtime/tensorrt.py", "trt_edge/runtime/trt_instance.py", "trt_edge/runtime/cuda.py",
+             "trt_edge/runtime/cuda_plan.py", "trt_edge/runtime/cuda_graph.py", "trt_edge/runtime/pool.py",
+             "trt_edge/runtime/model.py", "trt_edge/runtime/signature.py", "trt_edge/runtime/identity.py",
+             "trt_edge/runtime/timing.py", "trt_edge/bench/trt_timing.py",
              "trt_edge/bench/tegrastats.py", "trt_edge/cli/build.py"]
 
 

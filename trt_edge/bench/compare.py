@@ -153,18 +153,20 @@ def compare(reference: Any, candidate: Any, options: CompareOptions | None = Non
             ref.activate()
             opened.append(ref)
         feeds = _feeds(ref, options)
+        pieces, split = _split_for_fixed_batch(feeds, ref, cand)
         ref_parts: dict[str, list[np.ndarray]] = {}
         cand_parts: dict[str, list[np.ndarray]] = {}
         output_map: dict[str, str] = {}
-        for feed in feeds:
+        for feed, rows in pieces:
             r = ref.infer(cast_feed(feed, ref.input_specs()))
             c = cand.infer(cast_feed(feed, cand.input_specs()))
             output_map = output_map or _match_outputs(r, c)
             for rn, cn in output_map.items():
-                ref_parts.setdefault(rn, []).append(np.asarray(r[rn]))
-                cand_parts.setdefault(rn, []).append(np.asarray(c[cn]))
-        ref_out = {n: _pool(v) for n, v in ref_parts.items()}
-        cand_out = {n: _pool(v) for n, v in cand_parts.items()}
+                ref_parts.setdefault(rn, []).append(_real_rows(np.asarray(r[rn]), feed, rows))
+                cand_parts.setdefault(rn, []).append(_real_rows(np.asarray(c[cn]), feed, rows))
+        pool = _concat if split else _pool
+        ref_out = {n: pool(v) for n, v in ref_parts.items()}
+        cand_out = {n: pool(v) for n, v in cand_parts.items()}
         tol = options.tolerance if isinstance(options.tolerance, Tolerance) else None
         comparisons = []
         for name in ref_out:
@@ -190,6 +192,44 @@ def _feeds(runner: Runner, options: CompareOptions) -> list[dict[str, np.ndarray
         return [make_feed(specs, options.inputs)]
     return [make_feed(specs, dataclasses.replace(options.inputs, seed=options.inputs.seed + i))
             for i in range(options.runs)]
+
+
+def _split_for_fixed_batch(feeds: list[dict[str, np.ndarray]], *runners: Runner
+                           ) -> tuple[list[tuple[dict[str, np.ndarray], int]], bool]:
+    """Feeds as the runners can take them: a side with a fixed batch (a static ``1x3x224x224``
+    engine) gets each feed split into batches of that size (the last padded by repeating its
+    last row, whose outputs are then dropped). Returns ``(feed, real rows)`` pairs and whether
+    anything was split (then the outputs are concatenated on axis 0)."""
+    from ..quant.batching import fixed_batch, split_feed_counted
+
+    fixed = {b for b in (fixed_batch(r.input_specs()) for r in runners) if b is not None}
+    if len(fixed) > 1:
+        raise InvalidInputError(f"The two models have different fixed batch sizes {sorted(fixed)}; "
+                                "compare models exported with the same batch (or a dynamic one).")
+    batch = fixed.pop() if fixed else None
+    if batch is None or all(batch_rows(f) == batch for f in feeds):
+        return [(f, batch_rows(f)) for f in feeds], False
+    log.info("a model has a fixed batch of %d: running the inputs in batches of %d", batch, batch)
+    return [piece for f in feeds for piece in split_feed_counted(f, batch)], True
+
+
+def batch_rows(feed: dict[str, np.ndarray]) -> int:
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def _real_rows(out: np.ndarray, feed: dict[str, np.ndarray], rows: int) -> np.ndarray:
+    """Drop the outputs of padding rows (when the output carries the batch on axis 0)."""
+    n = batch_rows(feed)
+    return out[:rows] if rows < n and out.ndim and out.shape[0] == n else out
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    if all(p.ndim and p.shape[1:] == parts[0].shape[1:] for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([p.reshape(-1) for p in parts])
 
 
 def _pool(parts: list[np.ndarray]) -> np.ndarray:

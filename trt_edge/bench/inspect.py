@@ -164,13 +164,16 @@ class EngineSummary:
     file_bytes: int
     sha256: str
     sidecar: dict[str, Any] | None
+    sidecar_problem: str | None = None  # why a sidecar that exists could not be used
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
 
     def table(self) -> str:
         lines = [f"engine      {self.path}", f"size        {_human(self.file_bytes)}", f"sha256      {self.sha256}"]
-        if self.sidecar is None:
+        if self.sidecar is None and self.sidecar_problem:
+            lines.append(f"sidecar     unusable: {self.sidecar_problem}")
+        elif self.sidecar is None:
             lines.append(f"sidecar     none ({sidecar_path(self.path).name} missing): inspecting the engine "
                          "itself needs TensorRT")
         else:
@@ -191,11 +194,13 @@ def inspect_artifact(path: str | os.PathLike[str]) -> ModelSummary | EngineSumma
     if p.is_dir():
         raise InvalidInputError(f"'{p}' is a directory; give a model file.")
     if p.suffix.lower() in ENGINE_SUFFIXES:
+        problem = None
         try:
             side: dict[str, Any] | None = read_sidecar(p)
-        except ArtifactError:
+        except ArtifactError as exc:
             side = None
-        return EngineSummary(os.fspath(p), p.stat().st_size, sha256_file(p), side)
+            problem = str(exc) if sidecar_path(p).exists() else None  # damaged, not missing
+        return EngineSummary(os.fspath(p), p.stat().st_size, sha256_file(p), side, problem)
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises many types

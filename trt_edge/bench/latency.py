@@ -6,12 +6,13 @@ what an embedding application sees: host copies included, input validation
 excluded - the feed is validated once before timing). With ``threads > 1``,
 that many callers share one runner and throughput is calls / wall time.
 
-GPU runners may add a breakdown: when the runner has a ``benchmark_gpu``
-method (the TensorRT runner does) it is called as
-``runner.benchmark_gpu(feed, warmup=..., iterations=..., duration_s=...)`` and
-the dict it returns (keys such as ``h2d_ms``, ``compute_ms``, ``d2h_ms``,
-``enqueue_ms``, each a stats dict, plus anything else it measured) is stored
-under ``gpu`` in the result and its JSON.
+GPU runners add a breakdown: a runner offering the runtime's timing hook
+(``trt_edge.runtime.timing.TimedIterationHook``; the TensorRT runner does) is
+timed by ``bench.trt_timing.benchmark_gpu``, and a runner with its own
+``benchmark_gpu(feed, warmup=..., iterations=..., duration_s=...)`` method is
+asked through it. The dict (keys such as ``h2d_ms``, ``compute_ms``,
+``d2h_ms``, ``enqueue_ms``, each a stats dict, plus anything else measured) is
+stored under ``gpu`` in the result and its JSON.
 """
 from __future__ import annotations
 
@@ -286,10 +287,11 @@ def run_benchmark(runner: Runner, feed: Mapping[str, np.ndarray], options: Bench
         ns = _time_threaded(runner, checked, options, deadline)
     wall_s = (time.perf_counter_ns() - start) / 1e9
     gpu = None
-    bench_gpu = getattr(runner, "benchmark_gpu", None)
-    if options.gpu_timing and callable(bench_gpu):
-        gpu = dict(bench_gpu(checked, warmup=options.warmup, iterations=options.iterations,
-                             duration_s=options.duration_s))
+    if options.gpu_timing:
+        from .trt_timing import gpu_breakdown  # the runtime's timing hook, driven from bench
+
+        gpu = gpu_breakdown(runner, checked, warmup=options.warmup, iterations=options.iterations,
+                            duration_s=options.duration_s)
     return [v / 1e6 for v in ns], wall_s, gpu
 
 

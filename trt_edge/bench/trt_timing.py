@@ -11,12 +11,16 @@ What trtexec reports, measured the same way:
 * **latency**: H2D + compute + D2H of one query (end to end on the GPU timeline);
 * **throughput**: queries per second of host wall time over the timed run.
 
-Each as min/mean/median/p90/p95/p99/max. The loop lives here; the per-iteration
-event recording lives in ``TensorRTRunner.timed_iteration`` (it owns the
-buffers). The statistics are pure NumPy and tested on every machine.
+Each as min/mean/median/p90/p95/p99/max. The loop, the variants and the
+Jetson tegrastats sampling live here; the per-iteration event recording lives
+in the runtime, behind the narrow hook ``TimedIterationHook.timed_iterations``
+(``trt_edge.runtime.timing``; the TensorRT runner implements it on a borrowed
+execution instance), so the runtime never imports ``bench``. The statistics
+are pure NumPy and tested on every machine.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -25,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..runtime.timing import TimedIterationHook
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +162,82 @@ def format_report(report: Mapping[str, Any]) -> str:
     if report.get("enqueue_bound"):
         lines.append("Enqueue time exceeds GPU compute time: the host is the bottleneck; try CUDA graphs.")
     return "\n".join(lines)
+
+
+def benchmark_gpu(runner: Any, feed: Mapping[str, np.ndarray], warmup: int = 10,
+                  iterations: int | None = 200, duration_s: float | None = None,
+                  cuda_graph: bool | None = None, transfers: bool = True,
+                  jetson_power: bool = True, variants: bool = True) -> dict[str, Any]:
+    """trtexec-style H2D / compute / D2H / enqueue / end-to-end statistics (ms) and throughput.
+
+    ``runner`` offers :class:`~trt_edge.runtime.timing.TimedIterationHook` (the
+    TensorRT runner does, on one borrowed execution instance); ``cuda_graph``
+    overrides the runner's option for this measurement only. On a Jetson
+    (``tegrastats`` present) and with ``jetson_power``, the power mode is recorded
+    and tegrastats is sampled during the timed run (power, energy, RAM, GPU load)
+    under the ``jetson`` key. With ``variants``, the other two trtexec
+    configurations are measured too (CUDA graph on/off, and GPU compute without
+    transfers) and summarised under ``variants``.
+    """
+    from .tegrastats import TegrastatsSampler, power_mode, tegrastats_available
+
+    if not isinstance(runner, TimedIterationHook):
+        raise InvalidInputError(f"{type(runner).__name__} offers no GPU timing hook (timed_iterations): "
+                                "GPU timing needs the TensorRT backend.")
+    default_graph = bool(getattr(getattr(runner, "options", None), "cuda_graph", False))
+    opts = GpuTimingOptions(warmup=warmup, iterations=iterations, duration_s=duration_s,
+                            cuda_graph=default_graph if cuda_graph is None else bool(cuda_graph),
+                            transfers=transfers)
+    batch = int(next(iter(feed.values())).shape[0]) if feed and next(iter(feed.values())).ndim else 1
+    sampler: Any = None
+    with runner.timed_iterations(feed, cuda_graph=opts.cuda_graph, transfers=opts.transfers) as step_once:
+        def step(timed: bool) -> IterationTiming:
+            return IterationTiming(*step_once())
+
+        if jetson_power and tegrastats_available():
+            sampler = TegrastatsSampler(100)
+        with sampler if sampler is not None else contextlib.nullcontext():
+            report = run_timing_loop(step, opts, batch=batch)
+    facts = runner.timing_facts()
+    report.update({k: v for k, v in facts.items() if k == "zero_copy"})
+    if sampler is not None:
+        report["jetson"] = {"power_mode": power_mode(), **sampler.summary()}
+    if variants:
+        report["variants"] = _variants(runner, feed, opts, bool(facts.get("data_dependent_outputs")))
+    return report
+
+
+def _variants(runner: Any, feed: Mapping[str, np.ndarray], main: GpuTimingOptions,
+              has_dds: bool) -> dict[str, Any]:
+    """Short summaries of the graph-on/off and no-transfer configurations not measured above."""
+    wanted = {"cuda_graph_off": (False, True), "cuda_graph_on": (True, True),
+              "no_transfers": (not has_dds, False)}
+    out: dict[str, Any] = {}
+    for key, (graph, transfers) in wanted.items():
+        if (graph, transfers) == (main.cuda_graph, main.transfers) or (graph and has_dds):
+            continue
+        r = benchmark_gpu(runner, feed, warmup=main.warmup, iterations=main.iterations,
+                          duration_s=main.duration_s, cuda_graph=graph, transfers=transfers,
+                          jetson_power=False, variants=False)
+        out[key] = {"cuda_graph": graph, "transfers": transfers,
+                    "end_to_end_median_ms": r["end_to_end_ms"]["median"],
+                    "end_to_end_p99_ms": r["end_to_end_ms"]["p99"],
+                    "compute_median_ms": r["compute_ms"]["median"],
+                    "enqueue_median_ms": r["enqueue_ms"]["median"],
+                    "throughput_qps": r["throughput_qps"]}
+    return out
+
+
+def gpu_breakdown(runner: Any, feed: Mapping[str, np.ndarray], *, warmup: int,
+                  iterations: int | None, duration_s: float | None) -> dict[str, Any] | None:
+    """The GPU breakdown ``bench.latency`` stores, or None for a runner without one.
+
+    A runner (or test double) with its own ``benchmark_gpu`` method is asked
+    through it; otherwise the timing hook is used.
+    """
+    own = getattr(runner, "benchmark_gpu", None)
+    if callable(own):
+        return dict(own(feed, warmup=warmup, iterations=iterations, duration_s=duration_s))
+    if isinstance(runner, TimedIterationHook):
+        return benchmark_gpu(runner, feed, warmup=warmup, iterations=iterations, duration_s=duration_s)
+    return None

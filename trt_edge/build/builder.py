@@ -53,7 +53,10 @@ class BuildResult:
 
 # ---- model preparation (pure ONNX work: FP16 conversion, Q/DQ insertion) ------------------
 def calibration_batches(path: Path, inputs: Sequence[TensorSpec], batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Split a calibration ``.npz`` (one array per input, samples on axis 0) into feed dicts."""
+    """Split a calibration ``.npz`` (one array per input, samples on axis 0) into feed dicts.
+
+    A network with a fixed batch gets batches of exactly that size (``batch_size`` is then
+    ignored; see :mod:`trt_edge.quant.batching`), checked against its other fixed dimensions."""
     feeds = load_feeds(str(path))
     if set(feeds) == {""} and len(inputs) == 1:
         feeds = {inputs[0].name: feeds[""]}
@@ -65,11 +68,15 @@ def calibration_batches(path: Path, inputs: Sequence[TensorSpec], batch_size: in
     n = min(len(feeds[name]) for name in names)
     if n == 0:
         raise CalibrationError(f"Calibration data '{path}' is empty.")
+    from ..quant.batching import fixed_batch, fixed_dims, rebatch
     from ..quant.data import NumpyReader  # batching and per-input casting live there
 
-    reader = NumpyReader({name: feeds[name][:n] for name in names}, batch_size=batch_size,
+    fixed = fixed_batch(inputs)
+    reader = NumpyReader({name: feeds[name][:n] for name in names}, batch_size=fixed or batch_size,
                          dtypes={s.name: s.dtype for s in inputs})
-    return list(reader)
+    if fixed is None:
+        return list(reader)
+    return list(rebatch(reader, fixed, dims=fixed_dims(inputs)))
 
 
 def prepare_model(model: onnx.ModelProto, plan: PrecisionPlan, options: BuildOptions) -> tuple[onnx.ModelProto, str | None]:
@@ -319,6 +326,10 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     output = Path(output)
     model = load_onnx(onnx_path)
     source_hash = model_hash(onnx_path)
+    if options.sparse_weights:
+        from ..compress.sparsity24 import sparse_flag_warning  # numpy + onnx only
+        if (msg := sparse_flag_warning(model)) is not None:
+            log.warning("%s", msg)
     # Optimization passes keep types, so the precision plan can be made on the source.
     plan = plan_precision(options.precision, version, GraphPrecision.of(model),
                           strongly_typed=options.strongly_typed,
@@ -380,7 +391,7 @@ def build_engine(onnx_path: str | os.PathLike[str], output: str | os.PathLike[st
     if calibrator is not None and options.calib_data is not None:
         # TensorRT pulls calibration batches into GPU memory the adapter allocates
         # with pycuda: make the (primary) context current and initialised for it.
-        from ..runtime.cuda import CudaContext
+        from .cuda import CudaContext
 
         ctx = CudaContext(0)
         try:

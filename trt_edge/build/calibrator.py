@@ -55,7 +55,9 @@ class EntropyCalibrator2Adapter(_TrtCalibratorBase):
     otherwise), or None. ``input_names``: the network inputs in binding order.
     ``model_hash``: canonical hash of the model being built; a cache or ranges
     file made for another model raises :class:`~trt_edge.errors.ArtifactError`.
-    ``batch_size``: defaults to the first batch's leading dimension.
+    ``batch_size``: the network's batch; when given, the batches are regrouped into exactly
+    that many samples each (a fixed-batch network accepts no other; see
+    :mod:`trt_edge.quant.batching`). Defaults to the first batch's leading dimension.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "EntropyCalibrator2Adapter":
@@ -72,6 +74,9 @@ class EntropyCalibrator2Adapter(_TrtCalibratorBase):
         self.input_names = list(input_names)
         self.model_hash = model_hash
         self.trt_version = str(getattr(trt, "__version__", "10.0.0"))
+        if batch_size is not None and batches is not None:
+            from ..quant.batching import rebatch
+            batches = rebatch(batches, batch_size, what="TensorRT calibration")
         self._batches: Iterator[dict[str, np.ndarray]] = iter(batches or [])
         self._first: dict[str, np.ndarray] | None = None
         self._device: dict[str, Any] = {}

@@ -113,18 +113,27 @@ def write_engine_metadata(plan_path: str | os.PathLike[str], meta: EngineMetadat
     sources: dict[str, str | os.PathLike[str]] = {}
     if onnx_path is not None:
         sources["onnx"] = onnx_path
-    extra: dict[str, Any] = {"engine": meta.to_json()}
+    engine = meta.to_json()
+    # A duration differs between identical builds: it goes to the unhashed provenance.
+    timing = {"build_time_s": engine.pop("build_time_s", 0.0)}
+    extra: dict[str, Any] = {"engine": engine}
     if build_log is not None:
         extra["build_log"] = build_log
-    return write_sidecar(plan_path, ENGINE_KIND, sources=sources, options=options, extra=extra)
+    return write_sidecar(plan_path, ENGINE_KIND, sources=sources, options=options, extra=extra,
+                         provenance=timing)
 
 
 def read_engine_metadata(plan_path: str | os.PathLike[str]) -> EngineMetadata:
+    """The engine section of ``<plan>.json`` (the plan must match the sidecar's sha256)."""
     side = read_sidecar(plan_path)
     if side.get("kind") != ENGINE_KIND or "engine" not in side:
         raise ArtifactError(f"'{sidecar_path(plan_path)}' is not a TensorRT engine sidecar "
                             f"(kind={side.get('kind')!r}). Rebuild with `trt-edge build`.")
-    return EngineMetadata.from_json(side["engine"])
+    engine = dict(side["engine"])
+    prov = side.get("provenance") or {}
+    if "build_time_s" not in engine and isinstance(prov, dict) and "build_time_s" in prov:
+        engine["build_time_s"] = prov["build_time_s"]
+    return EngineMetadata.from_json(engine)
 
 
 def check_engine_compatible(meta: EngineMetadata, runtime_version: TrtVersion,

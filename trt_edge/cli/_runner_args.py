@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import logging
+from typing import Any, Mapping, Sequence
 
 from ..errors import InvalidInputError
 from ..onnx_io import parse_shapes
+
+log = logging.getLogger("trt_edge")
 
 
 def add_runner_args(p: argparse.ArgumentParser, inputs: bool = True) -> None:
@@ -47,8 +50,33 @@ def ort_options(args: argparse.Namespace) -> Any:
                       allow_spinning=False if args.no_spinning else None)
 
 
+def check_runner_paths(args: argparse.Namespace, artifacts: Sequence[tuple[str, Any]],
+                       outputs: Mapping[str, Any], data: Sequence[tuple[str, Any]] = ()) -> None:
+    """Before a command runs a model: paths ONNX Runtime can open, no output over an input,
+    no conflicting input options, a seed NumPy accepts."""
+    from ._paths import check_paths
+
+    for what, path in list(artifacts) + list(data):
+        if path is None:
+            continue
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"The path of the {what} {str(path)!r} is not valid UTF-8, which ONNX Runtime "
+                                    "cannot open: rename the file (or its folder).") from exc
+    if getattr(args, "inputs", None) and getattr(args, "shapes", None):
+        raise InvalidInputError("--inputs and --shapes cannot be used together: the arrays in --inputs already "
+                                "have their shapes (drop --shapes, or drop --inputs for random data).")
+    seed = getattr(args, "seed", None)
+    if seed is not None and seed < 0:
+        raise InvalidInputError(f"--seed must be >= 0, got {seed}.")
+    extra = [("--inputs", args.inputs)] if getattr(args, "inputs", None) else []
+    check_paths(list(artifacts) + list(data) + extra, outputs)
+
+
 def input_options(args: argparse.Namespace) -> Any:
-    from ..bench.inputs import InputOptions
+    """The feed options; dynamic dims nothing sets come from the artifact's sidecar (if recorded)."""
+    from ..bench.inputs import InputOptions, recorded_shapes
     dims: dict[str, int] = {}
     for item in args.dim:
         name, sep, value = item.partition("=")
@@ -58,5 +86,13 @@ def input_options(args: argparse.Namespace) -> Any:
             sep = ""
         if not sep or not name:
             raise InvalidInputError(f"Bad --dim '{item}': write NAME=SIZE, e.g. sequence=128.")
+    artifacts = [getattr(args, "artifact", None)] + list(getattr(args, "artifacts", None) or [])[::-1]
+    recorded: dict[str, tuple[int, ...]] = {}
+    for artifact in artifacts:  # the candidate's record first, then the reference's
+        if artifact and not recorded:
+            recorded = recorded_shapes(artifact)
+    if recorded and not args.inputs:
+        log.info("dynamic dimensions not set by --shapes/--dim/--batch come from the sidecar: %s",
+                 ", ".join(f"{k}{tuple(v)}" for k, v in recorded.items()))
     return InputOptions(inputs=args.inputs, shapes=parse_shapes(args.shapes), batch=args.batch,
-                        dim_values=dims, seed=args.seed)
+                        dim_values=dims, seed=args.seed, recorded_shapes=recorded)

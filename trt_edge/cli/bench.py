@@ -29,10 +29,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Limits and paths before anything runs (trt_edge.cli._validate / _paths)."""
+    from ..errors import InvalidInputError
+    from . import _validate
+    from ._runner_args import check_runner_paths
+
+    _validate.at_least("--warmup", args.warmup, 0)
+    _validate.at_least("--iterations", args.iterations, 1)
+    _validate.at_least("--threads", args.threads, 1)
+    if args.duration is not None and not args.duration > 0:
+        raise InvalidInputError(f"--duration must be > 0 seconds, got {args.duration}.")
+    check_runner_paths(args, [("model", args.artifact)], {"--json": args.json, "--plot": args.plot}, [])
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench.latency import BenchmarkOptions, benchmark
     from ._runner_args import input_options, ort_options
 
+    _check(args)
     iterations = args.iterations if args.iterations is not None else (None if args.duration else 100)
     opts = BenchmarkOptions(warmup=args.warmup, iterations=iterations, duration_s=args.duration,
                             threads=args.threads, inputs=input_options(args),

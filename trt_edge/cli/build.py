@@ -72,6 +72,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check(args: argparse.Namespace, output: Path, timing_cache: Path | None) -> None:
+    """Conflicting flags, limits and every output path against every input, before building."""
+    from ..build.fallback import fallback_output_path
+    from ..build.versions import tensorrt_available
+    from . import _validate
+    from ._paths import Output, check_paths
+
+    _validate.at_least("--calib-batch-size", args.calib_batch_size, 1)
+    _validate.at_least("--dla-core", args.dla_core, 0)
+    int8_inputs = [f for f, v in (("--ranges", args.ranges), ("--calib-data", args.calib_data),
+                                  ("--calib-cache", args.calib_cache)) if v is not None]
+    if int8_inputs and args.precision != "int8":
+        raise _validate.conflict(f"--precision {args.precision} and {int8_inputs[0]}",
+                                 f"{int8_inputs[0]} is for INT8; drop it or use --precision int8")
+    if args.ranges is not None and args.calib_cache is not None:
+        raise _validate.conflict("--ranges and --calib-cache", "give one source of INT8 scales")
+    if args.ranges is not None and args.calib_data is not None:
+        raise _validate.conflict("--ranges and --calib-data", "the ranges are already calibrated; drop "
+                                 "--calib-data (or drop --ranges to calibrate here)")
+    if args.legacy_calibrator and args.strongly_typed:
+        raise _validate.conflict("--legacy-calibrator and --strongly-typed", "TensorRT's legacy "
+                                 "calibrator needs a weakly typed network")
+    if args.no_timing_cache and args.timing_cache is not None:
+        raise _validate.conflict("--timing-cache and --no-timing-cache", "choose one")
+    outputs: dict[str, Output | Path | None] = {"-o": Output(output, sidecar=True, companions=(".log",))}
+    fallback = fallback_output_path(output)
+    if fallback != output and not args.require_tensorrt and not tensorrt_available():
+        # where the ONNX Runtime artifact goes: never over a file trt-edge did not write
+        outputs["-o (ONNX Runtime fallback)"] = Output(fallback, sidecar=True, derived=True)
+    outputs["--timing-cache"] = Output(timing_cache, companions=(".key.json",)) if timing_cache else None
+    inputs = [("model", args.model), ("--ranges", args.ranges), ("--calib-data", args.calib_data)]
+    if args.calib_data is not None:  # TensorRT's calibrator writes the cache
+        outputs["--calib-cache"] = args.calib_cache
+    else:
+        inputs.append(("--calib-cache", args.calib_cache))
+    check_paths(inputs + [("--plugins", p) for p in args.plugins], outputs)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..build import BuildOptions, build, parse_profiles, parse_size
     from ..build.builder import BuildResult
@@ -88,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         default_batch = (lo, opt, hi)
     output = args.output or Path("engines") / f"{args.model.stem}.{args.precision}.plan"
     timing_cache = None if args.no_timing_cache else (args.timing_cache or output.parent / "timing.cache")
+    _check(args, output, timing_cache)
     options = BuildOptions(
         precision=args.precision, strongly_typed=args.strongly_typed,
         profiles=parse_profiles(args.shapes), default_batch=default_batch,

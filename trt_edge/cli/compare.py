@@ -36,12 +36,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Limits and paths before anything runs (trt_edge.cli._validate / _paths)."""
+    from . import _validate
+    from ._runner_args import check_runner_paths
+
+    _validate.at_least("--runs", args.runs, 1)
+    _validate.finite_at_least("--rtol", args.rtol, 0.0)
+    _validate.finite_at_least("--atol", args.atol, 0.0)
+    torch_file = args.torch.rpartition(":")[0] if args.torch else ""
+    check_runner_paths(args, [("model", a) for a in args.artifacts], {"--json": args.json},
+                       [("--torch file", torch_file if torch_file.endswith(".py") else None)])
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench.compare import CompareOptions, compare
     from ..errors import InvalidInputError
     from ..numerics import Tolerance
     from ._runner_args import input_options, ort_options
 
+    _check(args)
     if args.torch:
         if len(args.artifacts) != 1:
             raise InvalidInputError("With --torch give exactly one MODEL (the candidate).")

@@ -24,9 +24,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Refuse bad options before the training starts."""
+    from ..errors import InvalidInputError
+    from . import _validate
+
+    _validate.at_least("--epochs", args.epochs, 1)
+    _validate.at_least("--iterations", args.iterations, 1)
+    known = ("fp32", "fp16", "int8")
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    bad = sorted(set(precisions) - set(known))
+    if bad or not precisions:
+        raise InvalidInputError(f"--precisions {args.precisions!r}: choose from {', '.join(known)} "
+                                f"(comma-separated){'; unknown ' + ', '.join(bad) if bad else ''}.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out '{out}' is a file: give a folder for models/, engines/, calibration/.")
+    from ._paths import check_writable
+    check_writable(out / "demo_report.json", "--out")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..demo import DemoOptions, format_table, run_demo
 
+    _check(args)
     opts = DemoOptions(out_dir=Path(args.out), train_epochs=args.epochs,
                        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
                        exporter=args.exporter, calib_method=args.calib_method, bench_iterations=args.iterations)

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import ExportError, InvalidInputError, TrtEdgeError
 
 ORDER = 10
 log = logging.getLogger("trt_edge")
@@ -50,14 +50,55 @@ def _dynamic_axes(items: list[str], names: list[str], outputs: list[str], static
     return axes
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _module_file(spec: str) -> str | None:
+    """The file a module spec reads ('file.py:factory' or a TorchScript .pt), if any."""
+    target, sep, _ = spec.rpartition(":")
+    if sep and target.endswith(".py"):
+        return target
+    if not sep and spec.endswith((".pt", ".ts", ".pth")):
+        return spec
+    return None
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Paths and sample shapes, before torch is imported or the module is built."""
+    from ..onnx_io import parse_shapes
+    from ._paths import Output, check_paths
+
+    if args.inputs and args.shapes:
+        raise InvalidInputError("--inputs and --shapes cannot be used together: --inputs already gives the "
+                                "sample arrays (and their shapes).")
+    for name, dims in parse_shapes(args.shapes).items():
+        if any(d < 1 for d in dims):
+            raise InvalidInputError(f"--shapes {name}:{'x'.join(map(str, dims))}: every dimension of a sample "
+                                    "input must be >= 1.")
+    if not 7 <= args.opset <= 30:
+        raise InvalidInputError(f"--opset {args.opset} is not an ONNX opset this exporter writes (try 17-21).")
+    check_paths([("module file", _module_file(args.module)), ("--inputs", args.inputs)],
+                {"-o": Output(args.output, sidecar=True, companions=(".data",))})
+
+
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     import torch
 
     from ..export import ExportOptions, export_onnx
     from ..export.module_spec import resolve_module
     from ..onnx_io import load_feeds, parse_shapes
 
-    resolved = resolve_module(args.module)
+    try:
+        resolved = resolve_module(args.module)
+    except TrtEdgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's own code raised while building the module
+        raise InvalidInputError(f"Building the module '{args.module}' failed in your code: "
+                                f"{type(exc).__name__}: {_first_line(exc)}. Fix the factory (or its file) "
+                                "and run again.") from exc
     input_names = args.input_names.split(",") if args.input_names else resolved.input_names
     output_names = args.output_names.split(",") if args.output_names else resolved.output_names
     sample = resolved.sample
@@ -77,8 +118,16 @@ def run(args: argparse.Namespace) -> int:
     opts = ExportOptions(input_names=input_names, output_names=output_names, dynamic_axes=axes,
                          dynamic_batch=not args.static_batch, opset=args.opset, exporter=args.exporter,
                          external_data=args.external_data, verify=not args.no_verify)
-    res = export_onnx(resolved.module, tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in ordered),
-                      args.output, opts)
+    try:
+        res = export_onnx(resolved.module, tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in ordered),
+                          args.output, opts)
+    except TrtEdgeError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # torch, running the user's module
+        shapes = {k: tuple(v.shape) for k, v in sample.items()}
+        raise ExportError(f"Running '{args.module}' on the sample inputs {shapes} failed: "
+                          f"{type(exc).__name__}: {_first_line(exc)}. Check --shapes/--inputs against what "
+                          "the module's forward() expects.") from exc
     print(f"exported {args.module} -> {res.path} ({res.exporter} exporter, opset {res.opset}, "
           f"{res.seconds:.1f}s)")
     for shapes, report in res.verification:

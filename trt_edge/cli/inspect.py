@@ -20,11 +20,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..errors import InvalidInputError
+    from ._paths import check_paths
+
+    p = Path(args.model)
+    if p.is_file() and p.stat().st_size == 0:
+        raise InvalidInputError(f"'{p}' is empty (0 bytes): not a model. Re-export it or check the path.")
+    check_paths({"model": args.model}, {"--json": args.json})
+
+
 def run(args: argparse.Namespace) -> int:
     from ..artifacts import atomic_write_json
     from ..bench.inspect import inspect_artifact
 
+    _check(args)
     summary = inspect_artifact(args.model)
+    if summary.to_dict().get("ir_version") == 0 and str(args.model).lower().endswith(".onnx"):
+        from ..errors import InvalidInputError
+        raise InvalidInputError(f"'{args.model}' is not an ONNX model (it parses as an empty one: no IR "
+                                "version, no graph). Re-export it or check that the file is complete.")
     if args.format == "json":
         print(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -215,24 +215,24 @@ def _quiet_export(torch: Any, module: Any, args: tuple[Any, ...], path: str, kwa
 def _verify(module: Any, torch: Any, model: onnx.ModelProto, sample: dict[str, np.ndarray],
             input_names: list[str], output_names: list[str], dynamic_axes: dict[str, dict[int, str]],
             opts: ExportOptions) -> list[tuple[dict[str, tuple[int, ...]], ComparisonReport]]:
-    from ..runtime.onnxrt import OnnxRuntimeRunner, OrtOptions
+    from ..ort_exec import make_session, run_model
 
     results = []
     # ORT's graph optimizations off: we verify the exported graph, not ORT's rewrite of it.
-    with OnnxRuntimeRunner(model, OrtOptions(graph_optimization="disable"), name="export-verify") as runner:
-        for feed in verification_feeds(sample, dynamic_axes, opts.verify_batch_sizes):
-            ref = _torch_outputs(module, torch, feed, input_names, output_names)
-            got = runner.infer(feed)
-            report = compare_outputs(got, ref, opts.tolerance)
-            shapes = {k: tuple(v.shape) for k, v in feed.items()}
-            results.append((shapes, report))
-            if not report.passed:
-                raise VerificationError(
-                    f"The exported ONNX disagrees with torch for inputs {shapes} beyond rtol="
-                    f"{opts.tolerance.rtol:g}/atol={opts.tolerance.atol:g}:\n{report.table()}\n"
-                    "Try the other exporter (--exporter), or check for data-dependent control flow "
-                    "that tracing froze.", report)
-            log.info("verified against torch at %s: max abs err %.2e", shapes, report.worst().max_abs_error)
+    session = make_session(model, optimization="disabled")
+    for feed in verification_feeds(sample, dynamic_axes, opts.verify_batch_sizes):
+        ref = _torch_outputs(module, torch, feed, input_names, output_names)
+        got = run_model(session, feed)
+        report = compare_outputs(got, ref, opts.tolerance)
+        shapes = {k: tuple(v.shape) for k, v in feed.items()}
+        results.append((shapes, report))
+        if not report.passed:
+            raise VerificationError(
+                f"The exported ONNX disagrees with torch for inputs {shapes} beyond rtol="
+                f"{opts.tolerance.rtol:g}/atol={opts.tolerance.atol:g}:\n{report.table()}\n"
+                "Try the other exporter (--exporter), or check for data-dependent control flow "
+                "that tracing froze.", report)
+        log.info("verified against torch at %s: max abs err %.2e", shapes, report.worst().max_abs_error)
     return results
 
 

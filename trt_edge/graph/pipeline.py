@@ -5,9 +5,12 @@ pass's model; after it, the exported model must pass
 ``onnx.checker.check_model(full_check=True)`` and strict shape inference, and
 (with ``verify``) must reproduce the *original* model's outputs in ONNX
 Runtime, with ORT's own graph optimisations disabled so that ORT cannot hide
-a broken rewrite, on random inputs at two sizes of every dynamic axis and on
-any real inputs given. The first pass that breaks any of this is named in the
-error. The default pipeline is repeated until a full round changes nothing
+a broken rewrite, on generated inputs the original model accepts (two sizes of
+every dynamic axis; :mod:`.verify`) and on any real inputs given. Only passes that
+changed the graph are verified, against reference outputs computed once; the
+model is checked once per round (one ONNX Runtime session), and when that check
+fails each pass of the round is checked on its own, so the first pass that breaks
+the numerics is still the one named in the error. The default pipeline is repeated until a full round changes nothing
 (at most ``max_rounds``), since one pass exposes work for another (a static
 shape becomes a constant that folding then removes).
 """
@@ -28,10 +31,11 @@ import onnx
 from ..artifacts import load_onnx, save_onnx, write_sidecar
 from ..errors import GraphPassError, InvalidInputError, VerificationError
 from ..numerics import FP32_EXACT, Tolerance, compare_outputs
-from ..onnx_io import graph_inputs, random_inputs
-from .registry import PassContext, default_pipeline, get_pass
 from ..onnx_io import iter_nodes
+from .passes.fold_constants import DEFAULT_SIZE_THRESHOLD
+from .registry import PassContext, default_pipeline, get_pass
 from .report import OptimizationReport, PassRecord, initializer_bytes, op_histogram
+from .verify import Verifier, build_verifier
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,17 @@ class OptimizeOptions:
     ``check``: run the ONNX checker (full) and strict shape inference after each pass.
     ``max_rounds``: repeat the pass list until nothing changes, at most this often.
     ``tolerance``: the FP32 agreement required (default rtol 1e-5, atol 1e-6).
-    ``verify_dim_sizes``: one random feed per value; named dynamic dimensions get that value,
-    the next one, and so on (distinct sizes per axis); unnamed ones get 1.
-    ``shapes``: fixed input shapes for the random feeds (``{"input": (1, 3, 224, 224)}``).
-    ``real_inputs``: extra feeds (real data) checked like the random ones.
+    ``verify_dim_sizes``: one generated feed per value; named dynamic dimensions get that value,
+    the next one, and so on (distinct sizes per axis); unnamed ones get 1; when the original
+    model rejects that feed, other sizes are tried (:func:`.verify.dim_candidates`). Empty:
+    verify on ``real_inputs`` only.
+    ``shapes``: fixed input shapes for the generated feeds (``{"input": (1, 3, 224, 224)}``,
+    ``()`` for a scalar).
+    ``input_values``: a fixed value per input for the generated feeds (``{"sr": 16000}``).
+    ``real_inputs``: feeds of real data, checked like the generated ones.
+    ``size_threshold``: ``fold_constants`` does not materialise a tensor over this many bytes
+    that is larger than the constants it is computed from (onnxslim's ``--size-threshold``);
+    None: no limit.
     ``pass_options``: per-pass options (``{"fold_constants": {"max_bytes": 1 << 20}}``).
     ``protected``: tensor names no pass may remove or replace (besides the graph outputs).
     ``keep_inferred_value_info``: keep the intermediate shapes shape inference added. Off by
@@ -68,7 +79,9 @@ class OptimizeOptions:
     tolerance: Tolerance = FP32_EXACT
     verify_dim_sizes: Sequence[int] = (2, 3)
     shapes: Mapping[str, Sequence[int]] = dataclasses.field(default_factory=dict)
+    input_values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     real_inputs: Sequence[Mapping[str, np.ndarray]] = ()
+    size_threshold: int | None = DEFAULT_SIZE_THRESHOLD
     seed: int = 0
     pass_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     protected: Sequence[str] = ()
@@ -79,6 +92,10 @@ class OptimizeOptions:
             raise InvalidInputError("max_rounds must be >= 1.")
         if self.verify and not self.verify_dim_sizes and not self.real_inputs:
             raise InvalidInputError("verify needs at least one feed: give verify_dim_sizes or real_inputs.")
+        if self.size_threshold is not None and self.size_threshold < 0:
+            raise InvalidInputError("size_threshold must be >= 0 bytes (or None for no limit).")
+        if self.tolerance.rtol < 0 or self.tolerance.atol < 0:
+            raise InvalidInputError("The verification tolerance (rtol/atol) must be >= 0.")
 
     def pass_names(self) -> list[str]:
         names = list(self.passes) if self.passes is not None else default_pipeline()
@@ -132,6 +149,47 @@ def _to_model(graph: Any, template: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+_STASH = "__trt_edge_string_attr_"
+
+
+def _serialize(model: onnx.ModelProto) -> bytes | None:
+    """The model's bytes, or None for a model over protobuf's 2 GB limit."""
+    try:
+        data = model.SerializeToString()
+    except ValueError:  # "Message ... exceeds maximum protobuf size of 2GB"
+        return None
+    return data if len(data) <= _PROTO_LIMIT else None
+
+
+def _stash_string_attributes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    """A copy of ``model`` whose string tensor attributes are placeholders (onnx-graphsurgeon 0.6.1
+    cannot export string tensors in attributes, e.g. LabelEncoder's keys_tensor), and the table."""
+    table: dict[str, onnx.TensorProto] = {}
+    if not any(a.type == onnx.AttributeProto.TENSOR and a.t.data_type == onnx.TensorProto.STRING
+               for n in iter_nodes(model.graph) for a in n.attribute):
+        return model, table
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in iter_nodes(copy.graph):
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == onnx.TensorProto.STRING:
+                key = f"{_STASH}{len(table)}"
+                saved = onnx.TensorProto()
+                saved.CopyFrom(a.t)
+                table[key] = saved
+                a.t.CopyFrom(onnx.helper.make_tensor(key, onnx.TensorProto.INT64, [1], [len(table)]))
+    return copy, table
+
+
+def _restore_string_attributes(model: onnx.ModelProto, table: Mapping[str, onnx.TensorProto]) -> None:
+    if not table:
+        return
+    for node in iter_nodes(model.graph):
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.name in table:
+                a.t.CopyFrom(table[a.t.name])
+
+
 class _Checker:
     """Structural checks, at the strictest level the input model itself passes."""
 
@@ -140,10 +198,11 @@ class _Checker:
         self.full = True
         self.strict = True
         self.names: list[str] = []
-        self.infers = model.ByteSize() <= _PROTO_LIMIT  # infer() fills value_info below that size
+        size = model.ByteSize()  # (slow on big models: once)
+        self.infers = size <= _PROTO_LIMIT  # infer() fills value_info below that size
         if not enabled:
             return
-        if model.ByteSize() > _PROTO_LIMIT:
+        if size > _PROTO_LIMIT:
             warnings.append("model over 2 GB: the ONNX checker was skipped")
             self.enabled = False
             return
@@ -177,9 +236,10 @@ class _Checker:
         inference ourselves (with data propagation) also yields the shapes the
         next pass uses, from one serialisation.
         """
-        if model.ByteSize() > _PROTO_LIMIT:
-            return model
-        data = model.SerializeToString() if data is None else data
+        if data is None:
+            data = _serialize(model)
+            if data is None:
+                return model
         if self.enabled:
             try:
                 onnx.checker.check_model(data, full_check=False)
@@ -195,65 +255,6 @@ class _Checker:
                 return model
             raise GraphPassError(f"Graph pass '{pass_name}' produced a model that fails shape "
                                  f"inference: {exc}. Skip it with --skip {pass_name}.") from exc
-
-
-class _Verifier:
-    """Reference outputs of the original model and comparison of later models against them."""
-
-    def __init__(self, model: onnx.ModelProto, options: OptimizeOptions) -> None:
-        specs = graph_inputs(model)
-        self.feeds: list[dict[str, np.ndarray]] = []
-        for i, size in enumerate(options.verify_dim_sizes):
-            self.feeds.append(random_inputs(specs, shapes=options.shapes,
-                                            dim_values=_dim_sizes(specs, int(size)),
-                                            seed=options.seed + i))
-        self.feeds.extend(dict(f) for f in options.real_inputs)
-        self.references = self._run_all(model)
-
-    def _run_all(self, model: onnx.ModelProto | bytes) -> list[dict[str, np.ndarray]]:
-        from ..runtime.onnxrt import OnnxRuntimeRunner, OrtOptions
-        # ORT's own optimisations off: they must not hide (or cause) a difference.
-        with OnnxRuntimeRunner(model, OrtOptions(graph_optimization="disable")) as runner:
-            return [runner.infer(dict(f)) for f in self.feeds]
-
-    def check(self, model: onnx.ModelProto | bytes, pass_name: str, tolerance: Tolerance) -> float:
-        """Max abs error vs the original over all feeds; raises VerificationError beyond ``tolerance``."""
-        try:
-            outputs = self._run_all(model)
-        except Exception as exc:  # noqa: BLE001
-            raise VerificationError(f"Graph pass '{pass_name}' produced a model ONNX Runtime cannot "
-                                    f"run: {exc}. Skip it with --skip {pass_name}.") from exc
-        worst = 0.0
-        for i, (out, ref) in enumerate(zip(outputs, self.references)):
-            report = compare_outputs(out, ref, tolerance)
-            worst = max(worst, max((o.max_abs_error for o in report.outputs), default=0.0))
-            if not report.passed:
-                raise VerificationError(
-                    f"Graph pass '{pass_name}' changed the model's outputs beyond rtol="
-                    f"{tolerance.rtol:g}, atol={tolerance.atol:g} on feed {i}:\n"
-                    f"{report.table()}\nSkip it with --skip {pass_name} and report the bug.", report)
-        return worst
-
-
-def _dim_sizes(specs: Sequence[Any], base: int) -> dict[str, int]:
-    """A different size for every named dynamic dimension (base, base+1, ...).
-
-    Distinct sizes make a rewrite that confuses two dynamic axes (say batch
-    and sequence) produce wrong shapes or values, so verification catches it.
-    """
-    sizes: dict[str, int] = {}
-    for spec in specs:
-        for d in spec.shape or ():
-            if isinstance(d, str) and d not in sizes:
-                sizes[d] = base + len(sizes)
-    return sizes
-
-
-def _random_feeds_need_sizes(model: onnx.ModelProto, options: OptimizeOptions) -> None:
-    for spec in graph_inputs(model):
-        if spec.shape is None and spec.name not in options.shapes:
-            raise InvalidInputError(f"Input '{spec.name}' has unknown rank: give its shape "
-                                    f"(--shapes {spec.name}:1x3x224x224) or use --no-verify.")
 
 
 def optimize(model: onnx.ModelProto | str | os.PathLike[str],
@@ -285,20 +286,59 @@ def optimize(model: onnx.ModelProto | str | os.PathLike[str],
             warnings.append("IR < 4 model: initializers listed as graph inputs are treated as constants "
                             "(no longer overridable inputs); the output uses IR version 4")
     checker = _Checker(original, options.check, warnings)
-    verifier = None
-    if options.verify:
-        _random_feeds_need_sizes(original, options)
-        verifier = _Verifier(original, options)
-    ctx = PassContext(opset=_default_opset(original),
-                      options={k: dict(v) for k, v in options.pass_options.items()},
+    pass_options = {k: dict(v) for k, v in options.pass_options.items()}
+    pass_options.setdefault("fold_constants", {}).setdefault("size_threshold", options.size_threshold)
+    ctx = PassContext(opset=_default_opset(original), options=pass_options,
                       protected=set(options.protected), shapes_inferred=checker.infers)
     current = checker.infer(original, None)
+    verifier: Verifier | None = None
+    if options.verify:
+        verifier = build_verifier(current, dim_sizes=options.verify_dim_sizes, shapes=options.shapes,
+                                  values=options.input_values, real_inputs=options.real_inputs,
+                                  seed=options.seed,
+                                  data=_serialize(original))
     current_sig = _signature(current)
     records: list[PassRecord] = []
     tolerance = options.tolerance
     version = 0                       # bumps whenever a pass changes the model
     ran_at: dict[str, int] = {}       # pass -> version right after its last run
     final_error: float | None = 0.0 if verifier else None
+    # Changed, not yet verified: (record, model bytes or proto, tolerance in force after that pass).
+    pending: list[tuple[PassRecord, Any, Tolerance]] = []
+
+    def flush() -> None:
+        """Verify the latest pending model in one session; on failure, find the pass that broke it."""
+        nonlocal final_error
+        if verifier is None or not pending:
+            pending.clear()
+            return
+        t = time.perf_counter()
+        last_rec, last_model, last_tol = pending[-1]
+        try:
+            err = verifier.check(last_model, f"Graph pass '{last_rec.name}'", last_tol,
+                                 f"Skip it with --skip {last_rec.name} and report the bug.")
+        except VerificationError:
+            for rec, model_i, tol_i in pending:  # the first pass whose output fails is the culprit
+                rec.max_abs_error = verifier.check(model_i, f"Graph pass '{rec.name}'", tol_i,
+                                                   f"Skip it with --skip {rec.name} and report the bug.")
+                rec.tolerance = dataclasses.asdict(tol_i)
+            raise
+        for rec, _, tol_i in pending:
+            rec.tolerance = dataclasses.asdict(tol_i)
+        last_rec.max_abs_error = err
+        last_rec.check_seconds += time.perf_counter() - t
+        final_error = err
+        pending.clear()
+
+    try:  # onnx-graphsurgeon 0.6.1 cannot represent every model (optional-typed values, ...)
+        stashed, table = _stash_string_attributes(current)
+        _to_model(gs.import_onnx(stashed), original)
+    except Exception as exc:  # noqa: BLE001
+        warnings.append(f"onnx-graphsurgeon cannot represent this model ({type(exc).__name__}: "
+                        f"{str(exc)[:120]}); no pass ran and the model is returned unchanged")
+        log.warning("%s", warnings[-1])
+        names = []
+    cached: tuple[Any, dict[str, onnx.TensorProto]] | None = None  # gs graph equal to `current`
     for rnd in range(1, options.max_rounds + 1):
         changed_this_round = False
         for name in names:
@@ -309,9 +349,15 @@ def optimize(model: onnx.ModelProto | str | os.PathLike[str],
             ctx.stats = {}
             t0 = time.perf_counter()
             try:
-                graph = gs.import_onnx(current)
+                if cached is not None:  # the previous pass changed nothing: reuse its graph
+                    graph, table = cached
+                else:
+                    stashed, table = _stash_string_attributes(current)
+                    graph = gs.import_onnx(stashed)
+                cached = None
                 graph = gpass(graph, ctx)
                 new = _to_model(graph, original)
+                _restore_string_attributes(new, table)
             except (GraphPassError, VerificationError):
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug in a pass must name the pass
@@ -320,32 +366,36 @@ def optimize(model: onnx.ModelProto | str | os.PathLike[str],
             seconds = time.perf_counter() - t0
             t1 = time.perf_counter()
             sig = _signature(new)
-            err: float | None = None
-            if sig != current_sig:
+            changed = sig != current_sig
+            if not changed:
+                cached = (graph, table)
+            data = None
+            if changed:
                 if gpass.tolerance is not None:
                     # Errors accumulate against the original: the looser bound holds from here on.
                     looser = Tolerance(max(tolerance.rtol, gpass.tolerance.rtol),
                                        max(tolerance.atol, gpass.tolerance.atol))
                     if looser != tolerance:
+                        flush()  # what came before is held to the stricter bound
                         warnings.append(f"'{name}' changes float rounding: verified with rtol "
                                         f"{looser.rtol:g} / atol {looser.atol:g} from this pass on")
                     tolerance = looser
-                data = new.SerializeToString() if new.ByteSize() <= _PROTO_LIMIT else None
+                data = _serialize(new)
                 new = checker.infer(new, name, data)
-                err = verifier.check(data if data is not None else new, name, tolerance) if verifier else None
                 version += 1
                 changed_this_round = True
                 current, current_sig = new, sig
-                if err is not None:
-                    final_error = err
             check_seconds = time.perf_counter() - t1
             after_nodes = _node_count(current)
             ran_at[name] = version
-            records.append(PassRecord(name, rnd, seconds, check_seconds, before_nodes, after_nodes,
-                                      dict(ctx.stats.get(name, {})), err,
-                                      dataclasses.asdict(tolerance) if err is not None else None))
+            record = PassRecord(name, rnd, seconds, check_seconds, before_nodes, after_nodes,
+                                dict(ctx.stats.get(name, {})), None, None)
+            records.append(record)
+            if changed and verifier is not None:
+                pending.append((record, data if data is not None else new, tolerance))
             log.info("pass %-20s round %d: %d -> %d nodes (%.2fs + %.2fs checks)", name, rnd,
                      before_nodes, after_nodes, seconds, check_seconds)
+        flush()  # one verification session per round
         if not changed_this_round:
             break
     if not options.keep_inferred_value_info:

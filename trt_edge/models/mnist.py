@@ -38,13 +38,30 @@ class MnistCNN(nn.Module):
 
 
 def train_mnist_cnn(split: MnistSplit, epochs: int = 2, seconds: float | None = None, batch_size: int = 64,
-                    lr: float = 2e-3, seed: int = 0) -> MnistCNN:
+                    lr: float = 2e-3, seed: int = 0, threads: int = 1) -> MnistCNN:
     """Train for ``epochs`` epochs (about 2-4 s of CPU per epoch), stopping early once
     ``seconds`` of wall time are spent if a budget is given; returns the model in eval mode.
 
-    Deterministic for a given seed when no time budget cuts it short (two epochs
-    reach ~97% held-out accuracy).
+    Deterministic for a given seed when no time budget cuts it short (two epochs reach
+    ~96-97% held-out accuracy): torch's deterministic algorithms, ``threads`` intra-op
+    threads (fixed: a reduction split over another thread count sums in another order),
+    seeded initialisation and shuffling. The process's torch settings are restored after.
+    Across CPUs (AVX2 vs AVX-512 kernels) float results can still differ in the last bits,
+    so tests compare INT8 with the same run's FP32, never with a fixed accuracy.
     """
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(split, epochs, seconds, batch_size, lr, seed)
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.set_num_threads(prev_threads)
+
+
+def _train(split: MnistSplit, epochs: int, seconds: float | None, batch_size: int, lr: float,
+           seed: int) -> MnistCNN:
     torch.manual_seed(seed)
     model = MnistCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

@@ -16,7 +16,9 @@ from ..errors import CalibrationError, InvalidInputError
 from ..log import stage
 from .collect import collect_histograms, float_activations
 from .methods import METHODS, compute_amax
-from .qdq import QuantizeOptions, tensors_to_calibrate
+from .batching import fixed_batch, for_model
+from .qdq import (QuantizeOptions, bias_correction_inputs, find_existing_quantization, refuse_activation_qdq,
+                  tensors_to_calibrate, upgrade_opset)
 from .ranges import CalibrationResult, TensorRange
 from .select import AUTO_CANDIDATES, select_methods
 
@@ -31,7 +33,7 @@ class CalibrationOptions:
 
     ``method``: "auto" (the default: each tensor group gets whichever of entropy,
     percentile, mse and max gives the best model-output SQNR on the first
-    calibration batches, whole batches until at least ``select_samples`` samples, see
+    calibration batches, whole batches until at least ``select_samples`` (8) samples, see
     :mod:`trt_edge.quant.select`;
     ``select_min_gain_db`` is the gain a group override must bring), or one method
     for every tensor: "entropy" (TensorRT's EntropyCalibration2, for parity with
@@ -45,6 +47,13 @@ class CalibrationOptions:
     activation (what a TensorRT implicit-INT8 cache wants).
     ``exclude_nodes``/``exclude_op_types``: passed to the placement, so excluded
     layers are not calibrated. ``target``: placement target ("tensorrt"/"onnxruntime").
+    ``batch_size`` is ignored for a model with a fixed batch: its own batch is used (and a
+    reader's batches are regrouped into it, see :mod:`trt_edge.quant.batching`).
+    ``warn_below_db``: with ``auto``, warn when the output SQNR of the scored samples is below
+    this, naming the tensors whose quantization noise is largest (suggesting ``--keep-worst``).
+    ``bias_correction``: also record the per-channel means of the Conv/Gemm inputs, which
+    :func:`quantize_qdq` uses to correct the biases for the weights' rounding (and ``auto``
+    scores the corrected model).
     """
 
     method: str = "auto"
@@ -60,6 +69,8 @@ class CalibrationOptions:
     target: str = "tensorrt"
     select_samples: int = 8
     select_min_gain_db: float = 0.1
+    warn_below_db: float = 12.5
+    bias_correction: bool = True
     show_progress: bool = True
 
     def __post_init__(self) -> None:
@@ -93,6 +104,28 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def histogram_sqnr_db(hist, amax: float) -> float:  # noqa: ANN001 - AbsHistogram
+    """Local SQNR (dB) of symmetric int8 quantization at ``amax`` of the values in ``hist``: signal
+    power over rounding noise (step^2 / 12 inside the range) plus clipping noise (outside)."""
+    if hist.bin_width == 0.0 or not hist.counts.size:
+        return 200.0
+    centres = (np.arange(hist.counts.size) + 0.5) * hist.bin_width
+    counts = hist.counts.astype(np.float64)
+    signal = float(np.sum(counts * centres ** 2))
+    step = max(amax, 1e-12) / 127.0
+    inside = centres <= amax
+    noise = float(np.sum(counts[inside]) * step ** 2 / 12.0 + np.sum(counts[~inside] * (centres[~inside] - amax) ** 2))
+    if signal <= 0.0:
+        return 200.0
+    return float(min(200.0, 10.0 * np.log10(signal / max(noise, 1e-300))))
+
+
+def noisiest_tensors(histograms: dict, amax: dict[str, float], n: int = 5) -> list[tuple[str, float]]:
+    """The ``n`` tensors with the lowest local quantization SQNR at their chosen ``amax``."""
+    scored = sorted((histogram_sqnr_db(h, amax[t]), t) for t, h in histograms.items())
+    return [(t, round(db, 2)) for db, t in scored[:n]]
+
+
 def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
               data: Iterable[dict[str, np.ndarray]] | dict[str, np.ndarray],
               options: CalibrationOptions | None = None) -> CalibrationResult:
@@ -109,26 +142,46 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     if not isinstance(model, onnx.ModelProto):
         from ..artifacts import load_onnx
         model = load_onnx(model)
+    # Everything that can refuse the model is checked before the long pass.
+    existing = find_existing_quantization(model)
+    try:
+        refuse_activation_qdq(existing)
+    except Exception as exc:  # QuantizationError: same message, calibration's type
+        raise CalibrationError(str(exc)) from exc
+    batch = fixed_batch(model)
     if isinstance(data, dict):
         from .data import NumpyReader
-        data = NumpyReader(data, batch_size=opt.batch_size, max_samples=opt.max_samples, seed=opt.seed)
+        data = NumpyReader(data, batch_size=batch or opt.batch_size, max_samples=opt.max_samples, seed=opt.seed)
+    data = for_model(data, model)
     t0 = time.perf_counter()
-    tensors = tensors_to_calibrate(model, opt.placement()) if opt.scope == "qdq" else float_activations(model)
+    # The ranges are recorded for the model as given (quantize_qdq checks that hash, then converts
+    # the same way); the converted model is what runs.
+    original = model
+    model, converted_from = upgrade_opset(model)
+    if opt.scope == "qdq":
+        tensors = tensors_to_calibrate(model, opt.placement())
+    else:
+        skip = existing.dequantized_weights
+        tensors = [t for t in float_activations(model) if t not in skip]
     if not tensors:
         raise CalibrationError("The model has no float activations to calibrate.")
+    channel_axes = {t: a for t, a in bias_correction_inputs(model, opt.placement()).items() if t in set(tensors)} \
+        if opt.bias_correction else {}
     # One serialization serves both the model hash (the same bytes
     # canonical_model_hash hashes) and the calibration session; the hash runs on
     # a thread (hashlib releases the GIL) while ONNX Runtime works.
     serialized = [model.SerializeToString(deterministic=True)]
     with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
-        model_hash = pool.submit(sha256_bytes, serialized[0])
+        model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
+                                 else original.SerializeToString(deterministic=True))
         with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
             # pop(): collect_histograms gets the only reference and frees the bytes
             # once its session is built (a large model is not held twice while it runs)
             coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
                                       histograms=opt.method != "max", max_samples=opt.max_samples,
                                       show_progress=opt.show_progress, serialized=serialized.pop(),
-                                      keep_samples=opt.select_samples if opt.method == "auto" else 0)
+                                      keep_samples=opt.select_samples if opt.method == "auto" else 0,
+                                      channel_axes=channel_axes)
         canonical_hash = model_hash.result()
     ranges: dict[str, TensorRange] = {}
     methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
@@ -148,11 +201,30 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     chosen = {n: opt.method for n in names}
     settings = dataclasses.asdict(opt)
     settings.pop("show_progress", None)
+    if converted_from is not None:
+        settings["converted_from_opset"] = converted_from
+    if batch is not None:
+        settings["model_fixed_batch"] = batch
+    if existing:
+        settings["existing_quantization"] = existing.describe()
+    if coll.channel_means:
+        settings["channel_means"] = {t: [float(v) for v in m] for t, m in coll.channel_means.items()}
     if opt.method == "auto":
         with stage(f"choosing methods ({', '.join(AUTO_CANDIDATES)})"):
             chosen, report = select_methods(model, candidates, coll.kept_feeds, coll.kept_outputs,
-                                            opt.placement(), min_gain_db=opt.select_min_gain_db)
+                                            opt.placement(), min_gain_db=opt.select_min_gain_db,
+                                            max_batch=batch, channel_means=coll.channel_means)
         settings["auto_selection"] = report.to_dict()
+        if report.final_db < opt.warn_below_db:
+            worst = noisiest_tensors({n: coll.histograms[n] for n in names},
+                                     {n: candidates[chosen[n]][n] for n in names})
+            settings["quality_warning"] = {"final_db": report.final_db, "threshold_db": opt.warn_below_db,
+                                           "noisiest_tensors": worst}
+            log.warning("Low INT8 quality: output SQNR %.1f dB on the scored samples (below %.1f dB). The tensors "
+                        "with the most quantization noise (local SQNR): %s. Keep the layers that hurt most in "
+                        "float: `trt-edge quantize --keep-worst N --data SAMPLES.npz` measures each layer's "
+                        "effect on the outputs.", report.final_db, opt.warn_below_db,
+                        ", ".join(f"{t} ({db:.1f} dB)" for t, db in worst))
     for name, hist in coll.histograms.items():
         ranges[name] = TensorRange(amax=candidates[chosen[name]][name], observed_amax=float(hist.amax),
                                    count=int(hist.total), method=chosen[name])

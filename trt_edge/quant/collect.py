@@ -118,6 +118,8 @@ class Collection:
     # the first batches' feeds and FP32 graph outputs, when asked for (``keep_samples``)
     kept_feeds: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
     kept_outputs: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+    # per-channel means of the tensors asked for (``channel_axes``): bias correction's input statistics
+    channel_means: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _session_options(ort, intra_op_threads: int):  # noqa: ANN001 - onnxruntime module
@@ -143,14 +145,27 @@ class _HistogramWorker:
     """
 
     def __init__(self, hists: dict[str, AbsHistogram], maxes: dict[str, float], histograms: bool,
-                 threaded: bool) -> None:
+                 threaded: bool, channel_axes: dict[str, int] | None = None) -> None:
         self.hists, self.maxes, self.histograms = hists, maxes, histograms
+        self.channel_axes = channel_axes or {}
+        self.sums: dict[str, np.ndarray] = {}
+        self.rows: dict[str, int] = {}
         self.scratch = HistogramScratch()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "trt_edge-calib") if threaded else None
         self._pending: concurrent.futures.Future[None] | None = None
 
     def _fold(self, names: Sequence[str], outs: list[np.ndarray]) -> None:
         for name, arr in zip(names, outs):
+            axis = self.channel_axes.get(name)
+            if axis is not None and arr.ndim >= 2 and arr.size:
+                ax = axis % arr.ndim
+                others = tuple(i for i in range(arr.ndim) if i != ax)
+                part = np.sum(arr, axis=others, dtype=np.float64)
+                if name not in self.sums:
+                    self.sums[name] = part
+                elif self.sums[name].shape == part.shape:
+                    self.sums[name] += part
+                self.rows[name] = self.rows.get(name, 0) + arr.size // arr.shape[ax]
             if self.histograms:
                 self.hists[name].update(arr, self.scratch)
             elif arr.size:
@@ -180,7 +195,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
                        tensors: Sequence[str], *, num_bins: int = 2048, histograms: bool = True,
                        max_samples: int | None = None, show_progress: bool = True,
                        intra_op_threads: int = 0, serialized: bytes | None = None,
-                       overlap: bool = True, keep_samples: int = 0) -> Collection:
+                       overlap: bool = True, keep_samples: int = 0,
+                       channel_axes: dict[str, int] | None = None) -> Collection:
     """Run ``model`` on every batch and stream ``tensors`` into |x| histograms.
 
     ``histograms=False`` tracks only the exact max (enough for the "max" method).
@@ -193,6 +209,8 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     (batches are folded in order). ``keep_samples``: also keep the feeds and the
     FP32 graph outputs of the first batches until this many samples (the reference
     a method selection is scored against; costs no extra forward pass).
+    ``channel_axes``: tensor -> axis; the mean of each such tensor per index of that axis is
+    accumulated too (``Collection.channel_means``; bias correction's statistics).
     """
     ort = require("onnxruntime", "INT8 calibration")
     if not tensors:
@@ -216,7 +234,7 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     seen = batches_seen = 0
     warned: set[str] = set()
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-    worker = _HistogramWorker(hists, maxes, histograms, threaded=overlap)
+    worker = _HistogramWorker(hists, maxes, histograms, threaded=overlap, channel_axes=channel_axes)
     try:
         for feed in progress(batches, total=total, description="calibrating", enabled=show_progress):
             if max_samples is not None and seen >= max_samples:
@@ -256,4 +274,5 @@ def collect_histograms(model: onnx.ModelProto, batches: Iterable[dict[str, np.nd
     if not histograms:
         for name, m in maxes.items():
             hists[name].amax = m
-    return Collection(hists, seen, batches_seen, kept_feeds, kept_outputs)
+    means = {t: worker.sums[t] / worker.rows[t] for t in worker.sums if worker.rows.get(t)}
+    return Collection(hists, seen, batches_seen, kept_feeds, kept_outputs, means)

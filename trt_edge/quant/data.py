@@ -245,14 +245,19 @@ class TextReader(CalibrationReader):
     ``tokenizer(list_of_str, padding=True, truncation=True, max_length=..., return_tensors="np")``
     must return a mapping; keys present in ``input_names`` are fed (cast to
     ``int64``, what exported transformers expect). ``input_names=None`` keeps
-    ``input_ids`` and ``attention_mask``.
+    ``input_ids`` and ``attention_mask``. ``pad_to_length``: pad (and truncate) every sample
+    to exactly this many tokens, for a model exported with a fixed sequence length (default:
+    pad each batch to its longest sample).
     """
 
     def __init__(self, sentences: Sequence[str], tokenizer: Callable[..., Mapping[str, Any]],
                  input_names: Sequence[str] | None = None, max_length: int = 128,
                  batch_size: int = 32, max_samples: int | None = None, seed: int | None = 0,
-                 shuffle: bool = False) -> None:
+                 shuffle: bool = False, pad_to_length: int | None = None) -> None:
         super().__init__(batch_size, max_samples, seed, shuffle)
+        if pad_to_length is not None and pad_to_length < 1:
+            raise InvalidInputError(f"pad_to_length must be >= 1, got {pad_to_length}.")
+        self.pad_to_length = pad_to_length
         self.sentences = [str(s) for s in sentences if str(s).strip()]
         if not self.sentences:
             raise InvalidInputError("TextReader got no non-empty sentences.")
@@ -265,8 +270,10 @@ class TextReader(CalibrationReader):
         return len(self.sentences)
 
     def _load(self, indices: np.ndarray) -> Feed:
-        enc = self.tokenizer([self.sentences[int(i)] for i in indices], padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="np")
+        fixed = self.pad_to_length
+        enc = self.tokenizer([self.sentences[int(i)] for i in indices],
+                             padding="max_length" if fixed else True, truncation=True,
+                             max_length=fixed or self.max_length, return_tensors="np")
         missing = [k for k in self.input_names if k not in enc]
         if missing:
             raise InvalidInputError(f"The tokenizer produced {sorted(enc)} but the model needs {missing}.")

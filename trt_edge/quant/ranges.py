@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +23,10 @@ from .methods import INT8_MAX, MIN_AMAX
 
 RANGES_SCHEMA = 1
 RANGES_KIND = "trt-edge-calibration-ranges"
+# Ranges a file may hold (see CalibrationResult.validate): larger activations have no
+# useful INT8 grid, and an amax far above what calibration saw is a damaged file.
+MAX_AMAX = 1e15
+_OBSERVED_SLACK = 1.1
 
 
 def canonical_model_hash(model: onnx.ModelProto | str | os.PathLike[str]) -> str:
@@ -34,6 +39,11 @@ def canonical_model_hash(model: onnx.ModelProto | str | os.PathLike[str]) -> str
         from ..artifacts import load_onnx
         model = load_onnx(model)
     return model_hash(model)
+
+
+def _counts_values(settings: Mapping[str, Any]) -> bool:
+    """Whether ``count`` is the number of finite values seen (histogram methods; "max" keeps none)."""
+    return str(settings.get("method", "")) != "max"
 
 
 @dataclasses.dataclass
@@ -125,14 +135,48 @@ class CalibrationResult:
             ranges = {n: TensorRange(float(t["amax"]), float(t.get("observed_amax", 0.0)),
                                      int(t.get("count", 0)), str(t.get("method", "")))
                       for n, t in data["tensors"].items()}
-            return cls(ranges=ranges, model_hash=str(data["model_sha256"]),
-                       settings=dict(data.get("settings", {})),
-                       num_samples=int(data.get("num_samples", 0)),
-                       num_batches=int(data.get("num_batches", 0)),
-                       created=str(data.get("created", "")),
-                       versions=dict(data.get("tool_versions", {})))
-        except (KeyError, TypeError, ValueError) as exc:
+            result = cls(ranges=ranges, model_hash=str(data["model_sha256"]),
+                         settings=dict(data.get("settings", {})),
+                         num_samples=int(data.get("num_samples", 0)),
+                         num_batches=int(data.get("num_batches", 0)),
+                         created=str(data.get("created", "")),
+                         versions=dict(data.get("tool_versions", {})))
+            unseen = sorted(n for n, t in data["tensors"].items()
+                            if isinstance(t, Mapping) and "count" in t and int(t["count"]) == 0) \
+                if _counts_values(result.settings) else []
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"'{source}' is a damaged ranges file ({exc!r}). Recalibrate.") from exc
+        result.validate(source, unseen=unseen)
+        return result
+
+    def validate(self, source: str = "these ranges", unseen: list[str] | None = None) -> None:
+        """Refuse ranges that would give a broken INT8 model, naming the tensors.
+
+        Every ``amax`` must be finite, positive, at most :data:`MAX_AMAX` and not far
+        above the largest value seen (``observed_amax``, when recorded); ``unseen``
+        (default: every tensor with ``count == 0``) lists tensors that saw no finite value.
+        """
+        if unseen is None:
+            unseen = sorted(n for n, r in self.ranges.items() if r.count == 0) \
+                if _counts_values(self.settings) else []
+        problems: list[str] = []
+        for name, r in sorted(self.ranges.items()):
+            if not math.isfinite(r.amax) or r.amax <= 0:
+                problems.append(f"'{name}' has amax {r.amax} (must be finite and > 0)")
+            elif r.amax > MAX_AMAX:
+                problems.append(f"'{name}' has amax {r.amax:g}, over {MAX_AMAX:g}")
+            elif math.isfinite(r.observed_amax) and r.observed_amax > 0 \
+                    and r.amax > r.observed_amax * _OBSERVED_SLACK:
+                problems.append(f"'{name}' has amax {r.amax:g}, far above the largest value seen "
+                                f"({r.observed_amax:g})")
+        problems += [f"'{name}' saw no finite value (every value was NaN/inf, or the tensor was "
+                     "never produced)" for name in unseen]
+        if problems:
+            shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+            raise CalibrationError(
+                f"{source}: {len(problems)} tensor range(s) cannot be used for INT8: {shown}. "
+                "Check the calibration data for NaN/inf and recalibrate with "
+                "`trt-edge calibrate`, or keep those tensors in float (--exclude-nodes).")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the ranges JSON atomically, plus a ``<path>.json`` sidecar."""
@@ -151,10 +195,22 @@ class CalibrationResult:
         p = Path(path)
         if not p.exists():
             raise ArtifactError(f"Ranges file '{p}' does not exist. Create it with `trt-edge calibrate`.")
+        if p.is_dir():
+            raise ArtifactError(f"Ranges file '{p}' is a directory: give the .json file `trt-edge "
+                                "calibrate -o` wrote.")
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"'{p}' is not a text file (a binary file?), so not a ranges file: give "
+                                "the .json file `trt-edge calibrate -o` wrote.") from exc
         except json.JSONDecodeError as exc:
             raise ArtifactError(f"'{p}' is not valid JSON ({exc}). Recalibrate.") from exc
+        except OSError as exc:
+            raise ArtifactError(f"Cannot read the ranges file '{p}': {exc.strerror or exc}.") from exc
+        if not isinstance(data, Mapping):
+            raise ArtifactError(f"'{p}' holds a JSON {type(data).__name__}, not a trt-edge ranges file "
+                                "(a JSON object with 'kind' and 'tensors'). Create one with "
+                                "`trt-edge calibrate`.")
         result = cls.from_dict(data, str(p))
         result.check_model(model, expected_model_hash, what=f"the ranges in '{p}'")
         return result

@@ -137,7 +137,8 @@ def _merge_batches(feeds: Sequence[Mapping[str, np.ndarray]],
 def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str, float]],
                    feeds: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]],
                    placement: QuantizeOptions | None = None, *, min_gain_db: float = 0.1,
-                   window_db: float = 3.0,
+                   window_db: float = 3.0, max_alternatives: int = 2, max_batch: int | None = None,
+                   channel_means: Mapping[str, np.ndarray] | None = None,
                    intra_op_threads: int = 0) -> tuple[dict[str, str], SelectionReport]:
     """Choose a method per tensor from ``candidates`` (method -> tensor -> amax).
 
@@ -146,8 +147,11 @@ def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str,
     (e.g. ONNX Runtime-only outputs when probing the TensorRT placement) follow
     their group's choice. ``window_db``: only methods whose whole-model score is within
     this of the best are tried on groups (the others already lose badly across the
-    model; skipping them halves the scoring runs on our transformer). Deterministic
-    for the same inputs.
+    model; skipping them halves the scoring runs on our transformer). ``max_alternatives``:
+    at most this many other methods (the best-scoring ones) are tried on each group, which
+    bounds the scoring cost at ``len(candidates) + max_alternatives * groups`` evaluations.
+    Deterministic for the same inputs. ``max_batch``: the model's fixed batch size, if it has one (the
+    scored batches are then run as they are, never merged past it).
     """
     if not candidates:
         raise CalibrationError("method='auto' was given no candidate methods.")
@@ -155,10 +159,13 @@ def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str,
         raise CalibrationError("method='auto' needs at least one calibration batch to score with.")
     t0 = time.perf_counter()
     ort = require("onnxruntime", "calibration method selection")
-    feeds, reference = _merge_batches(feeds, reference)
+    if max_batch is None:
+        feeds, reference = _merge_batches(feeds, reference)
+    else:
+        feeds, reference = [dict(f) for f in feeds], [dict(r) for r in reference]
     methods = list(candidates)
     tensors = list(next(iter(candidates.values())))
-    probe = build_scale_probe(model, placement)
+    probe = build_scale_probe(model, placement, channel_means)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = intra_op_threads
@@ -190,12 +197,12 @@ def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str,
     overrides: dict[str, str] = {}
     trials: dict[str, dict[str, float]] = {}
     groups = tensor_groups(model, tensors)
+    ranked = sorted((m for m in methods if m != base), key=lambda m: (-whole[m], methods.index(m)))
+    alternatives = [m for m in ranked if whole[m] >= whole[base] - window_db][:max(0, max_alternatives)]
     # larger groups first: they move the outputs most, later groups are judged on top of them
     for group, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         trial_best, trial_method = best, None
-        for m in methods:
-            if m == base or whole[m] < whole[base] - window_db:
-                continue
+        for m in alternatives:
             if all(abs(candidates[m][t] - candidates[choice[t]][t]) <= _SAME_AMAX_REL * candidates[choice[t]][t]
                    for t in members):
                 continue  # (nearly) the thresholds already in use: cannot bring min_gain_db, skip the run

@@ -18,7 +18,8 @@ import onnx
 from .._lazy import require
 from ..log import progress
 from ..numerics import compare_arrays
-from .qdq import QuantizeOptions, _node_names, plan_qdq, quantize_qdq
+from .batching import for_model
+from .qdq import QuantizeOptions, _node_names, plan_qdq, quantize_qdq, upgrade_opset
 from .ranges import CalibrationResult
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,16 @@ def layer_sensitivity(model: onnx.ModelProto, ranges: CalibrationResult,
     """SQNR (dB) of the model outputs with each quantizable layer alone in INT8.
 
     Guarantees: one entry per node the placement would quantize (respecting
-    ``options``' exclusions); the same batches (first ``max_batches`` of ``data``)
-    for every measurement.
+    ``options``' exclusions); the same batches (first ``max_batches`` of ``data``, regrouped
+    into the model's batch when it is fixed) for every measurement.
     """
     opt = options or QuantizeOptions()
+    model, _ = upgrade_opset(model)
     base = onnx.ModelProto()
     base.CopyFrom(model)
     _node_names(base)
     feeds = []
-    for i, f in enumerate(data):
+    for i, f in enumerate(for_model(data, base, what="sensitivity")):
         if i >= max_batches:
             break
         feeds.append(f)

@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -32,7 +31,11 @@ class Runner(abc.ABC):
     Subclasses implement ``activate_impl``, ``deactivate_impl``, ``infer_impl``,
     ``input_specs_impl`` and ``output_specs_impl``. ``infer`` may be called from
     several threads at once only if the subclass sets ``thread_safe = True``;
-    otherwise calls are serialised by a lock.
+    otherwise calls are serialised by a lock. ``deactivate`` refuses new calls,
+    waits for the running ones, then releases the backend under the same lock.
+
+    Per-call timing is not kept on the runner (it is shared by every caller):
+    :class:`trt_edge.runtime.Model` returns it with each result.
     """
 
     backend: str = "abstract"
@@ -49,7 +52,12 @@ class Runner(abc.ABC):
         self._lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self.last_inference_time_s: float | None = None
+        self._batch_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._batch_workers = 0
+        # Calls inside infer() right now; deactivate() waits for them (and refuses new ones).
+        self._calls = threading.Condition(threading.Lock())
+        self._inflight = 0
+        self._deactivating = False
 
     def __repr__(self) -> str:
         state = "active" if self._active else "inactive"
@@ -65,22 +73,33 @@ class Runner(abc.ABC):
             raise RunnerError(f"Runner '{self.name}' is already active; deactivate it before "
                               "activating again.")
         self.activate_impl()
-        self._active = True
+        with self._calls:
+            self._deactivating = False
+            self._active = True
         return self
 
     def deactivate(self) -> None:
-        """Release resources. Safe to call twice."""
+        """Release resources after the running calls finish; new calls are refused. Safe twice."""
         if not self._active:
             return
         try:
             with self._pool_lock:
                 executor, self._executor = self._executor, None
-            if executor is not None:
-                # Let submitted inferences finish before their resources go away.
-                executor.shutdown(wait=True)
-            self.deactivate_impl()
+                batch, self._batch_executor, self._batch_workers = self._batch_executor, None, 0
+            for pool in (executor, batch):
+                if pool is not None:
+                    # Let submitted inferences finish before their resources go away.
+                    pool.shutdown(wait=True)
+            with self._calls:
+                self._deactivating = True
+                while self._inflight:
+                    self._calls.wait()
+            with self._lock:  # no non-thread-safe infer_impl can be half-way through
+                self.deactivate_impl()
         finally:
-            self._active = False
+            with self._calls:
+                self._active = False
+                self._deactivating = False
 
     close = deactivate
 
@@ -170,21 +189,46 @@ class Runner(abc.ABC):
                                 f"Dimension '{want}' is {seen[0]} in input '{seen[1]}' but {got} in "
                                 f"input '{name}' (axis {axis}); inputs sharing a named dimension must "
                                 "agree on its size.")
-            out[name] = np.ascontiguousarray(arr)
+            out[name] = np.ascontiguousarray(arr) if arr.ndim else arr  # (it makes 0-d arrays 1-d)
         return out
 
     def infer(self, feed: Feed, check_inputs: bool = True) -> dict[str, np.ndarray]:
         """Run one inference; returns output name -> array (owned by the caller)."""
         self._check_active()
         feed = self.validate_inputs(feed) if check_inputs else dict(feed)
-        start = time.perf_counter()
-        if self.thread_safe:
-            outputs = self.infer_impl(feed)
-        else:
+        with self._calls:
+            if not self._active or self._deactivating:
+                raise RunnerError(f"Runner '{self.name}' is being deactivated: it accepts no new calls.")
+            self._inflight += 1
+        try:
+            if self.thread_safe:
+                return self.infer_impl(feed)
             with self._lock:
-                outputs = self.infer_impl(feed)
-        self.last_inference_time_s = time.perf_counter() - start
-        return outputs
+                return self.infer_impl(feed)
+        finally:
+            with self._calls:
+                self._inflight -= 1
+                if not self._inflight:
+                    self._calls.notify_all()
+
+    # ---- execution instances (for trt_edge.runtime.Model's pool) ----------------------
+    def create_instances(self, count: int) -> list[Any]:
+        """``count`` execution instances of this *active* runner, made now (see ``runtime.pool``).
+
+        The default, for thread-safe runners, is ``count`` slots that call
+        ``infer_impl`` directly (ONNX Runtime: one session, ``count`` concurrent
+        ``run`` calls). A backend with per-call state (TensorRT: context, stream,
+        buffers) overrides this to make real, separate instances. Runners that are
+        not thread-safe raise: make one runner per instance instead (``Model.load``
+        does). The caller closes every instance before deactivating the runner.
+        """
+        self._check_active()
+        if count < 1:
+            raise InvalidInputError(f"instances must be >= 1, got {count}.")
+        if not self.thread_safe:
+            raise RunnerError(f"Runner '{self.name}' is not thread-safe: it cannot lend several "
+                              "execution instances; open one runner per instance.")
+        return [RunnerSlot(self, i) for i in range(count)]
 
     # ---- concurrency ------------------------------------------------------------
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -218,8 +262,9 @@ class Runner(abc.ABC):
 
         Every feed is validated first, so a bad feed fails before any work runs.
         With ``num_threads > 1`` the feeds run concurrently (truly in parallel for
-        thread-safe runners, which release the GIL in native code); the first
-        failure is raised after the running ones finish.
+        thread-safe runners, which release the GIL in native code) on worker
+        threads the runner keeps between calls; the first failure is raised after
+        every feed has finished.
         """
         self._check_active()
         if num_threads < 1:
@@ -234,11 +279,24 @@ class Runner(abc.ABC):
             return [self.infer(f, check_inputs=False)
                     for f in progress(checked, len(checked), f"{self.name}: inference",
                                       enabled=show_progress)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=num_threads,
-                                                   thread_name_prefix=f"{self.name}-batch") as pool:
-            futures = [pool.submit(self.infer, f, False) for f in checked]
-            return [fut.result() for fut in progress(futures, len(futures), f"{self.name}: inference",
-                                                     enabled=show_progress)]
+        pool = self._batch_pool(num_threads)
+        futures = [pool.submit(self.infer, f, False) for f in checked]
+        for _ in progress(concurrent.futures.as_completed(futures), len(futures), f"{self.name}: inference",
+                          enabled=show_progress):
+            pass  # every feed finishes (or fails) before the first failure is raised
+        return [fut.result() for fut in futures]
+
+    def _batch_pool(self, num_threads: int) -> concurrent.futures.ThreadPoolExecutor:
+        """The runner's batch workers, kept between calls (remade only for more threads)."""
+        with self._pool_lock:
+            pool = self._batch_executor
+            if pool is None or self._batch_workers < num_threads:
+                if pool is not None:
+                    pool.shutdown(wait=False)  # idle: calls wait for their own futures
+                pool = self._batch_executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=num_threads, thread_name_prefix=f"{self.name}-batch")
+                self._batch_workers = num_threads
+            return pool
 
     # ---- backend hooks ----------------------------------------------------------
     @abc.abstractmethod
@@ -259,3 +317,31 @@ class Runner(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Backend details recorded in benchmark JSON (override to add more)."""
         return {"backend": self.backend, "runner": self.name, "thread_safe": self.thread_safe}
+
+    def instance_memory_bytes(self) -> int | None:
+        """Bytes one execution instance holds beyond the shared model (None: not known)."""
+        return None
+
+
+class RunnerSlot:
+    """An execution instance that is a slot of a thread-safe runner (or, alone, a whole runner).
+
+    ``run`` skips validation (the pool's owner validated the feed) and the
+    runner's call counting (the owner closes its instances before deactivating).
+    """
+
+    def __init__(self, runner: Runner, index: int) -> None:
+        self.runner = runner
+        self.index = index
+        self._serialise = not runner.thread_safe
+        if not self._serialise:
+            self.run = runner.infer_impl  # type: ignore[method-assign]  # one call frame less per call
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._serialise:
+            with self.runner._lock:
+                return self.runner.infer_impl(feed)
+        return self.runner.infer_impl(feed)
+
+    def close(self) -> None:
+        """A slot owns nothing; the runner is released by its owner."""

@@ -91,13 +91,23 @@ def open_runner(artifact: Artifact | Runner, backend: str = "auto", *,
     - TensorRT engine (.plan/.engine/.trt) -> ``TensorRTRunner(path, trt_options)``;
       raises :class:`MissingDependencyError` with a fix when TensorRT is missing.
     - ``backend="auto"`` runs ONNX in ONNX Runtime unless ``prefer_tensorrt`` is set
-      *and* TensorRT is installed, in which case the TensorRT runner is asked to
-      build the ONNX model (``TensorRTRunner.from_onnx``); ``backend="tensorrt"``
-      demands that and fails clearly otherwise.
+      *and* TensorRT is installed, in which case the ONNX model is built into an
+      engine once (``trt_edge.build.engine_cache``, reused while model and options
+      are unchanged) and run with TensorRT; ``backend="tensorrt"`` demands that
+      and fails clearly otherwise.
     - A :class:`Runner` passes through unchanged (so APIs can take either).
     """
     if isinstance(artifact, Runner):
         return artifact
+    if isinstance(artifact, (str, os.PathLike)) and Path(artifact).suffix.lower() == ".tflite":
+        # A TFLite model runs with LiteRT (imported only now); import it to ONNX for the others.
+        if backend not in ("auto", "litert"):
+            raise InvalidInputError(f"'{artifact}' is a TFLite model, which runs with LiteRT only: convert it "
+                                    "with `trt-edge import MODEL.tflite -o MODEL.onnx` to use "
+                                    f"--backend {backend}.")
+        from .litert import LiteRTOptions, LiteRTRunner
+        threads = ort_options.intra_op_threads if ort_options is not None else 0  # 0: LiteRT's 1 thread
+        return LiteRTRunner(artifact, LiteRTOptions(num_threads=threads) if threads > 0 else None, name=name)
     if backend not in BACKENDS:
         raise InvalidInputError(f"Unknown backend '{backend}': choose one of {', '.join(BACKENDS)}.")
     kind = artifact_kind(artifact)
@@ -117,12 +127,10 @@ def open_runner(artifact: Artifact | Runner, backend: str = "auto", *,
             log.info("TensorRT is not installed; running the ONNX model with ONNX Runtime.")
         else:
             cls = _tensorrt_runner_class()
-            from_onnx = getattr(cls, "from_onnx", None)
-            if from_onnx is None:
-                raise InvalidInputError(
-                    "This TensorRT runner cannot build ONNX models on the fly: build an engine first "
-                    "with `trt-edge build MODEL.onnx -o engines/NAME.plan` and open the .plan.")
-            return from_onnx(artifact, trt_options) if trt_options is not None else from_onnx(artifact)
+            from ..build.engine_cache import cached_engine  # builds once per model + options
+
+            plan = cached_engine(artifact)  # type: ignore[arg-type]
+            return cls(plan, trt_options) if trt_options is not None else cls(plan)
     return OnnxRuntimeRunner(artifact, ort_options, name=name)  # type: ignore[arg-type]
 
 

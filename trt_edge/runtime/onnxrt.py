@@ -110,6 +110,7 @@ class OnnxRuntimeRunner(Runner):
         # whose declared output shape is wrong): later calls let ORT allocate instead.
         self._prealloc_broken = False
         self._use_binding = False
+        self._names: list[str] = []
 
     @property
     def uses_io_binding(self) -> bool:
@@ -178,6 +179,7 @@ class OnnxRuntimeRunner(Runner):
                               "model with `trt-edge inspect` and onnx.checker.") from exc
         self._inputs = [self._spec(i) for i in self.session.get_inputs()]
         self._outputs = [self._spec(o) for o in self.session.get_outputs()]
+        self._names = [o.name for o in self._outputs]  # reused by every call
         self._prealloc_broken = False
         active = self.session.get_providers()
         self._use_binding = (bool(active) and active[0] not in _HOST_PROVIDERS) \
@@ -260,7 +262,7 @@ class OnnxRuntimeRunner(Runner):
         session = self.session
         if session is None:
             raise RunnerError(f"Runner '{self.name}' was deactivated while an inference was starting.")
-        names = [o.name for o in self._outputs]
+        names = self._names
         try:
             if self._use_binding:
                 try:

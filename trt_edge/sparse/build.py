@@ -6,8 +6,10 @@ editing the C++ or after installing a compiler). The CUDA sources are compiled b
 :func:`compile_cuda_library` (used by the GPU benchmark's loader and by the nvcc
 compile check); nothing here needs TensorRT.
 
-Flag sets are tried in order, so a compiler without ``-fopenmp-simd`` or without
-``-march=native`` (some cross toolchains) still yields a working, slower library.
+The CPU library is built for the architecture's baseline (no ``-march=native``): it holds
+its kernels compiled for AVX-512, AVX2+FMA and baseline x86-64 and picks one at run time
+from the CPU's features (``TRT_EDGE_SPARSE_ISA=avx512|avx2|baseline`` overrides), so one
+build runs on any x86-64 machine; on aarch64 (Jetson) the baseline path is NEON.
 """
 from __future__ import annotations
 
@@ -45,6 +47,15 @@ except ImportError:  # loaded by path from setup.py: no package context
 CUDA_ARCHS = ("87", "90", "100", "110", "120")
 
 
+_PORTABLE = ["-O3", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-pthread"]
+#: The sparse library's flag sets: portable on purpose (its SIMD levels come from per-region
+#: target pragmas and run-time dispatch), ``-fopenmp-simd`` where the compiler has it.
+SPARSE_CPU_FLAG_SETS: list[tuple[str, list[str], list[str]]] = [
+    ("dispatch+simd", _PORTABLE + ["-fopenmp-simd"], ["-pthread"]),
+    ("dispatch", _PORTABLE, ["-pthread"]),
+]
+
+
 def repo_root() -> Path | None:
     """The source checkout holding ``csrc/`` (None for a non-editable install)."""
     root = PACKAGE_DIR.parent.parent
@@ -53,7 +64,7 @@ def repo_root() -> Path | None:
 
 def compile_cpu_library(output: Path | None = None, *, cxx: str | None = None,
                         source_dir: Path | None = None) -> tuple[Path, str]:
-    """Compile the CPU library to ``output``, trying :data:`CPU_FLAG_SETS` in order.
+    """Compile the CPU library to ``output``, trying :data:`SPARSE_CPU_FLAG_SETS` in order.
 
     Returns ``(path, label of the flag set used)``. Raises ``RuntimeError`` with the
     compiler's messages when no flag set works. The write is atomic (compile to a temp
@@ -61,7 +72,8 @@ def compile_cpu_library(output: Path | None = None, *, cxx: str | None = None,
     """
     src_dir = source_dir or ((repo_root() or Path.cwd()) / "csrc" / "sparse")
     return compile_shared_library(src_dir / "sparse_linear_cpu.cpp", Path(output or LIB_DIR / CPU_LIB_NAME),
-                                  include_dir=src_dir, cxx=cxx, what="sparse CPU library")
+                                  include_dir=src_dir, cxx=cxx, what="sparse CPU library",
+                                  flag_sets=SPARSE_CPU_FLAG_SETS)
 
 
 def cuda_compile_command(output: Path, *, archs: tuple[str, ...] = CUDA_ARCHS, nvcc: str = "nvcc",

@@ -6,7 +6,8 @@ hosted by onnxruntime-extensions' Python custom-op mechanism, which calls our na
 kernel (or, when that library is not built, a NumPy dense fallback, with a warning).
 onnxruntime-extensions serves Python ops from its own domain (``ai.onnx.contrib``), so
 :func:`for_onnxruntime` returns a copy of the model with the nodes moved there;
-:func:`make_runner` / :func:`make_session` do that and register the op library.
+:func:`make_session` does that and registers the op library (a Runner over such a model:
+``trt_edge.runtime.sparse_ort.make_runner``; ``sparse`` does not import ``runtime``).
 
 Node contract (also in csrc/sparse/spec/sparse_linear.json):
 inputs ``X [..., K]`` float, ``values`` float (CSR [nnz] / BSR [nnzb, br, bc]),
@@ -133,17 +134,3 @@ def make_session(model: onnx.ModelProto | str | os.PathLike[str], *, intra_op_th
     so.intra_op_num_threads = intra_op_threads
     return ort.InferenceSession(for_onnxruntime(_as_model(model)).SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
-
-
-def make_runner(model: onnx.ModelProto | str | os.PathLike[str], options: Any = None) -> Any:
-    """An :class:`~trt_edge.runtime.onnxrt.OnnxRuntimeRunner` for a sparsified model.
-
-    ``options`` (an ``OrtOptions``) gets the onnxruntime-extensions library added.
-    """
-    import dataclasses
-
-    from ..runtime.onnxrt import OnnxRuntimeRunner, OrtOptions
-    lib = register_custom_op()
-    options = options or OrtOptions()
-    options = dataclasses.replace(options, custom_op_libraries=(*options.custom_op_libraries, lib))
-    return OnnxRuntimeRunner(for_onnxruntime(_as_model(model)), options)

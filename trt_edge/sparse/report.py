@@ -1,7 +1,8 @@
 """Per-layer sparsity report of an ONNX model's linear layers (Gemm/MatMul constant weights).
 
 For each weight: shape, non-zeros, sparsity, the fill of each candidate BSR block shape
-(how much of a block format would be real data), and the bytes of dense vs CSR storage.
+(how much of a block format would be real data), and the bytes of dense, CSR (int32
+indices) and the CPU kernels' packed CSR (uint16 indices) storage.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .formats import BLOCK_SHAPES
+from .formats import BLOCK_SHAPES, default_panel_cols
 from .select import block_fill, format_label
 
 
@@ -28,12 +29,14 @@ class LayerSparsity:
     block_fill: dict[str, float]
     dense_bytes: int
     csr_bytes: int
+    packed_bytes: int = 0  # CPU packed CSR, same value dtype (formats.to_packed_csr)
 
     def as_row(self) -> list[str]:
         best = max(self.block_fill.items(), key=lambda kv: kv[1]) if self.block_fill else ("-", 0.0)
         return [self.node, self.op, f"{self.shape[0]}x{self.shape[1]}", str(self.nnz),
                 f"{100 * self.sparsity:.1f}%", f"{best[0]} ({100 * best[1]:.0f}%)",
-                f"{self.dense_bytes / 1024:.1f}", f"{self.csr_bytes / 1024:.1f}"]
+                f"{self.dense_bytes / 1024:.1f}", f"{self.csr_bytes / 1024:.1f}",
+                f"{self.packed_bytes / 1024:.1f}"]
 
 
 def linear_weights(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str, np.ndarray]]:
@@ -67,14 +70,20 @@ def sparsity_report(model: onnx.ModelProto | str | os.PathLike[str],
             shape=(int(w.shape[0]), int(w.shape[1])), nnz=nnz,
             sparsity=1.0 - nnz / w.size if w.size else 0.0,
             block_fill={format_label("bsr", b): block_fill(w, b) for b in blocks},
-            dense_bytes=int(w.nbytes), csr_bytes=int(nnz * (w.itemsize + 4) + 4 * (w.shape[0] + 1))))
+            dense_bytes=int(w.nbytes), csr_bytes=int(nnz * (w.itemsize + 4) + 4 * (w.shape[0] + 1)),
+            packed_bytes=_packed_bytes(w, nnz)))
     return rows
+
+
+def _packed_bytes(w: np.ndarray, nnz: int) -> int:
+    panels = max(1, -(-w.shape[1] // default_panel_cols(w.shape[1])))
+    return int(nnz * (w.itemsize + 2) + 4 * panels * (w.shape[0] + 1))
 
 
 def format_table(rows: Sequence[LayerSparsity]) -> str:
     """A plain-text table of the report (what the CLI prints)."""
     header = ["node", "op", "W [out x in]", "nnz", "sparsity", "best block (fill)", "dense KiB",
-              "CSR KiB"]
+              "CSR KiB", "packed KiB"]
     table = [header] + [r.as_row() for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table]

@@ -4,6 +4,12 @@ The best block shape depends on how the weight was pruned (unstructured pruning 
 few dense blocks: every stored block carries zeros) and on the kernel and batch size,
 so the choice is made by timing the candidates on the actual matrix, not by a rule.
 Candidates whose blocks would be mostly zeros (``min_fill``) are not even timed.
+
+With ``cpu_layouts=True`` the CPU-only packed CSR (uint16 column indices in column panels,
+:class:`~trt_edge.sparse.formats.PackedCsrWeight`) is timed too, with both of its batch-1
+loops (hardware gather, scalar loads: which is faster depends on the CPU), and with
+``fp16_values=True`` also with FP16 value storage. Such a choice is for
+:mod:`trt_edge.sparse.cpu` callers; the ONNX op and the TensorRT plugin take CSR/BSR only.
 """
 from __future__ import annotations
 
@@ -14,10 +20,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from .formats import BLOCK_SHAPES, SparseWeight, convert
+from .formats import (BLOCK_SHAPES, AnyCpuWeight, PackedCsrWeight, SparseWeight, convert, to_csr,
+                      to_packed_csr)
 
 #: A timer takes (weight or None for dense, x, dense matrix) and returns seconds per call.
-Timer = Callable[[SparseWeight | None, np.ndarray, np.ndarray], float]
+#: Packed-CSR candidates (``cpu_layouts``) also pass ``variant=`` ("gather" | "loads").
+Timer = Callable[..., float]
+
+#: Batch-1 loops of the packed CSR kernel that ``cpu_layouts`` times.
+PACKED_VARIANTS = ("gather", "loads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +39,9 @@ class SelectOptions:
     ``min_fill``: skip a block shape whose stored blocks would be less than this fraction
     non-zero. ``repeats``: timed calls per candidate (median taken), after one warm-up.
     ``num_threads``: CPU kernel threads (0 = library default).
+    ``cpu_layouts``: also time the CPU-only packed CSR (see the module docstring).
+    ``fp16_values``: with ``cpu_layouts``, also packed CSR with FP16 value storage (the
+    weights are rounded to FP16: relative error <= 2**-11 each; activations stay FP32).
     """
 
     batch: int = 1
@@ -37,30 +51,45 @@ class SelectOptions:
     repeats: int = 5
     num_threads: int = 0
     seed: int = 0
+    cpu_layouts: bool = False
+    fp16_values: bool = False
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.repeats < 1:
             raise InvalidInputError("batch and repeats must be >= 1.")
         if not 0.0 <= self.min_fill <= 1.0:
             raise InvalidInputError("min_fill must be within [0, 1].")
+        if self.fp16_values and not self.cpu_layouts:
+            raise InvalidInputError("fp16_values applies to the packed CPU layout: set cpu_layouts=True too.")
 
 
 @dataclasses.dataclass(frozen=True)
 class FormatChoice:
-    """The winner (``format`` in {"csr", "bsr", "dense"}, ``block``) and every timing."""
+    """The winner (``format`` in {"csr", "bsr", "dense", "pcsr"}, ``block``) and every timing.
+
+    For ``"pcsr"`` (packed CSR, CPU only) ``variant`` is its batch-1 loop and
+    ``value_dtype`` its value storage.
+    """
 
     format: str
     block: tuple[int, int]
     seconds: dict[str, float]
     skipped: dict[str, str]
+    variant: str = "auto"
+    value_dtype: str = "float32"
 
     @property
     def label(self) -> str:
-        return format_label(self.format, self.block)
+        return format_label(self.format, self.block, self.variant, self.value_dtype)
 
 
-def format_label(fmt: str, block: tuple[int, int]) -> str:
-    return f"bsr{block[0]}x{block[1]}" if fmt == "bsr" else fmt
+def format_label(fmt: str, block: tuple[int, int], variant: str = "auto",
+                 value_dtype: str = "float32") -> str:
+    if fmt == "bsr":
+        return f"bsr{block[0]}x{block[1]}"
+    if fmt == "pcsr":
+        return f"pcsr-{variant}" + ("-f16" if value_dtype == "float16" else "")
+    return fmt
 
 
 def block_fill(dense: np.ndarray, block: tuple[int, int]) -> float:
@@ -79,17 +108,19 @@ def cpu_timer(repeats: int, num_threads: int = 0) -> Timer:
     """Median wall time of the native CPU kernel (or ``x @ W.T`` for dense)."""
     from . import cpu
 
-    def timer(weight: SparseWeight | None, x: np.ndarray, dense: np.ndarray) -> float:
+    def timer(weight: AnyCpuWeight | None, x: np.ndarray, dense: np.ndarray,
+              variant: str = "auto") -> float:
         if weight is None:
             wt = np.ascontiguousarray(dense.T)
             out_d = np.empty((x.shape[0], dense.shape[0]), dtype=dense.dtype)
             def call() -> object:
                 return np.matmul(x, wt, out=out_d)
         else:
-            out = np.empty((x.shape[0], weight.shape[0]), dtype=weight.values.dtype)
-            kernel = cpu.PreparedSparseLinear(weight, num_threads=num_threads)
+            kernel = cpu.PreparedSparseLinear(weight, num_threads=num_threads, variant=variant)
+            xk = np.ascontiguousarray(x, dtype=kernel.dtype)
+            out = np.empty((x.shape[0], weight.shape[0]), dtype=kernel.dtype)
             def call() -> object:
-                return kernel(x, out)
+                return kernel(xk, out)
         call()  # warm-up (page-in, thread pool start)
         times = []
         for _ in range(repeats):
@@ -132,6 +163,20 @@ def choose_format(dense: np.ndarray, options: SelectOptions | None = None,
         seconds[format_label(fmt, block)] = t
         if best is None or t < best[0]:
             best = (t, fmt, block)
+    packed: tuple[float, str, str] | None = None
+    if options.cpu_layouts:
+        csr = to_csr(dense.astype(dtype, copy=False))
+        value_dtypes = [np.dtype(np.float32)] + ([np.dtype(np.float16)] if options.fp16_values else [])
+        for vdt in value_dtypes:
+            pw: PackedCsrWeight = to_packed_csr(csr, value_dtype=vdt)
+            for variant in PACKED_VARIANTS:
+                t = timer(pw, x, dense, variant=variant)
+                seconds[format_label("pcsr", (1, 1), variant, vdt.name)] = t
+                if packed is None or t < packed[0]:
+                    packed = (t, variant, vdt.name)
+        assert best is not None and packed is not None
+        if packed[0] < best[0]:
+            best = (packed[0], "pcsr", (1, 1))
     if options.include_dense:
         t = timer(None, x, dense.astype(dtype, copy=False))
         seconds["dense"] = t
@@ -139,4 +184,7 @@ def choose_format(dense: np.ndarray, options: SelectOptions | None = None,
         if t < best[0]:
             best = (t, "dense", (1, 1))
     assert best is not None
+    if best[1] == "pcsr":
+        assert packed is not None
+        return FormatChoice("pcsr", (1, 1), seconds, skipped, variant=packed[1], value_dtype=packed[2])
     return FormatChoice(best[1], best[2], seconds, skipped)

@@ -1,5 +1,5 @@
 """Built-in graph passes. Importing a module here registers its passes."""
-from . import eliminate, fold_bn, fold_constants, fuse_gemm, simplify_shapes  # noqa: F401
+from . import control_flow, eliminate, fold_bn, fold_constants, fuse_gemm, simplify_shapes  # noqa: F401
 
 try:  # sparsify (issue 5) is opt-in; a failure to import it must never hide the other passes
     from . import sparsify  # noqa: F401

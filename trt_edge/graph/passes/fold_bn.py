@@ -1,4 +1,5 @@
-"""Fold inference-mode BatchNormalization into the preceding Conv / ConvTranspose / Gemm.
+"""Fold inference-mode BatchNormalization, and per-channel Mul/Add/Sub by constants, into the
+preceding Conv / ConvTranspose / Gemm.
 
 ``BN(y) = (y - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)`` is an
 affine map per output channel, so it merges into the weights and bias of a
@@ -6,6 +7,14 @@ linear producer: ``W' = W * s`` (per output channel), ``b' = (b - mean) * s +
 beta``. The new parameters are computed in float64 and rounded once to the
 weight dtype. TensorRT fuses Conv+BN itself, but folding also removes a node
 per layer for ONNX Runtime and for every other consumer of the file.
+
+Caffe2-era models (DenseNet-121, Inception v2 in ``onnx``'s backend test data)
+spell BatchNormalization as ``Mul`` by a per-channel scale and ``Add`` of a
+per-channel shift; those fold the same way (``s = c`` or ``t = c``), and so does an
+``Add`` of a constant between the producer and a BatchNormalization (PP-OCR's
+ConvTranspose + Add + BN). Only constants that vary along the channel axis alone
+(every other axis 1, rank no larger than the output's) fold: anything else would
+change the output's shape.
 
 Numerics: ``conv(x, W * s)`` rounds differently from ``conv(x, W) * s`` (the
 products are rounded at another point; sums are not reordered). The error is
@@ -47,6 +56,31 @@ def _bn_params(bn: Any, opset: int) -> tuple[np.ndarray, np.ndarray] | None:
     eps = float(bn.attrs.get("epsilon", 1e-5))
     s = gamma / np.sqrt(var + eps)
     return s, beta - mean * s
+
+
+def _affine_params(node: Any, prod_out: Any, rank: int, channel_axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(s, t) with node(y) = y * s + t per channel, for Mul/Add/Sub of a per-channel constant."""
+    if len(node.inputs) != 2:
+        return None
+    if node.inputs[0] is prod_out and is_constant(node.inputs[1]):
+        c_t = node.inputs[1]
+    elif node.inputs[1] is prod_out and is_constant(node.inputs[0]) and node.op != "Sub":
+        c_t = node.inputs[0]
+    else:
+        return None
+    c = constant_value(c_t)
+    if c.dtype.kind != "f" or c.ndim > rank or c.size == 0:
+        return None
+    cc = c.reshape((1,) * (rank - c.ndim) + c.shape)
+    shape: tuple[int, ...] = tuple(int(n) for n in np.shape(cc))
+    if any(n != 1 for ax, n in enumerate(shape) if ax != channel_axis % rank):
+        return None
+    vec = cc.reshape(-1).astype(np.float64)
+    if node.op == "Mul":
+        return vec, np.zeros_like(vec)
+    if node.op == "Add":
+        return np.ones_like(vec), vec
+    return np.ones_like(vec), -vec  # Sub: y - c
 
 
 def _fold_into_conv(conv: Any, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -102,42 +136,69 @@ def fold_bn(graph: Any, ctx: PassContext) -> Any:
     gs = gs_module()
     protected = protected_names(graph, ctx)
     folded = {"Conv": 0, "ConvTranspose": 0, "Gemm": 0}
-    for bn in list(graph.nodes):
-        if bn.op != "BatchNormalization" or not is_default_domain(bn) or not bn.inputs:
-            continue
-        y = bn.inputs[0]
-        prod = y.inputs[0] if len(y.inputs) else None
-        if (prod is None or prod.op not in folded or not is_default_domain(prod)
-                or len(y.outputs) != 1 or y.name in protected or len(prod.inputs) < 2
-                or not is_constant(prod.inputs[1])):
-            continue
-        if len(prod.inputs) > 2 and not is_empty(prod.inputs[2]) and not is_constant(prod.inputs[2]):
-            continue
-        if any(t.name in protected for t in bn.outputs[1:] if not is_empty(t)):
-            continue
-        params = _bn_params(bn, ctx.opset)
-        if params is None:
-            continue
-        s, t = params
-        new = _fold_into_gemm(prod, s, t) if prod.op == "Gemm" else _fold_into_conv(prod, s, t)
-        if new is None:
-            continue
-        w_new, b_new = new
-        base = prod.name or bn.outputs[0].name
-        w_t = gs.Constant(unique_name(graph, f"{base}_bnfold_weight"), np.ascontiguousarray(w_new))
-        b_t = gs.Constant(unique_name(graph, f"{base}_bnfold_bias"), np.ascontiguousarray(b_new))
-        if prod.op == "Gemm":
-            prod.attrs["alpha"] = 1.0
-            prod.attrs["beta"] = 1.0
-        inputs = [prod.inputs[0], w_t, b_t]
-        prod.inputs.clear()
-        prod.inputs.extend(inputs)
-        out = bn.outputs[0]
-        bn.outputs.clear()
-        bn.inputs.clear()
-        prod.outputs[0] = out
-        folded[prod.op] += 1
+    affine = 0
+    changed = True
+    while changed:  # Mul then Add (or Add then BN) fold one after the other
+        changed = False
+        for bn in list(graph.nodes):
+            if bn.op not in ("BatchNormalization", "Mul", "Add", "Sub") or not is_default_domain(bn) \
+                    or not bn.inputs or not bn.outputs:
+                continue
+            y = next((t for t in bn.inputs[:2] if len(t.inputs) and t.inputs[0].op in folded), None) \
+                if bn.op != "BatchNormalization" else bn.inputs[0]
+            if y is None:
+                continue
+            if _fold_one(graph, gs, bn, y, protected, folded, ctx.opset):
+                changed = True
+                affine += int(bn.op != "BatchNormalization")
     graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=False).toposort()
     ctx.record("fold_bn", **{f"into_{k.lower()}": v for k, v in folded.items()},
-               folded=sum(folded.values()))
+               folded=sum(folded.values()), affine=affine)
     return graph
+
+
+def _fold_one(graph: Any, gs: Any, bn: Any, y: Any, protected: set[str], folded: dict[str, int],
+              opset: int) -> bool:
+    """Fold ``bn`` (BatchNormalization, or Mul/Add/Sub by a constant) into the producer of ``y``."""
+    prod = y.inputs[0] if len(y.inputs) else None
+    if (prod is None or prod.op not in folded or not is_default_domain(prod)
+            or len(y.outputs) != 1 or y.name in protected or len(prod.inputs) < 2
+            or not is_constant(prod.inputs[1]) or prod.outputs[0] is not y):
+        return False
+    if len(prod.inputs) > 2 and not is_empty(prod.inputs[2]) and not is_constant(prod.inputs[2]):
+        return False
+    if any(t.name in protected for t in bn.outputs[1:] if not is_empty(t)):
+        return False
+    if bn.op == "BatchNormalization":
+        params = _bn_params(bn, opset)
+    else:
+        w = constant_value(prod.inputs[1])
+        rank, axis = (2, 1) if prod.op == "Gemm" else (w.ndim, 1)
+        if w.dtype.kind != "f":
+            return False
+        params = _affine_params(bn, y, rank, axis)
+        if params is not None and constant_value(
+                bn.inputs[1] if bn.inputs[0] is y else bn.inputs[0]).dtype != w.dtype:
+            return False
+    if params is None:
+        return False
+    s, t = params
+    new = _fold_into_gemm(prod, s, t) if prod.op == "Gemm" else _fold_into_conv(prod, s, t)
+    if new is None:
+        return False
+    w_new, b_new = new
+    base = prod.name or bn.outputs[0].name
+    w_t = gs.Constant(unique_name(graph, f"{base}_bnfold_weight"), np.ascontiguousarray(w_new))
+    b_t = gs.Constant(unique_name(graph, f"{base}_bnfold_bias"), np.ascontiguousarray(b_new))
+    if prod.op == "Gemm":
+        prod.attrs["alpha"] = 1.0
+        prod.attrs["beta"] = 1.0
+    inputs = [prod.inputs[0], w_t, b_t]
+    prod.inputs.clear()
+    prod.inputs.extend(inputs)
+    out = bn.outputs[0]
+    bn.outputs.clear()
+    bn.inputs.clear()
+    prod.outputs[0] = out
+    folded[prod.op] += 1
+    return True

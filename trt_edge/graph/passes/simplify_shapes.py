@@ -137,17 +137,27 @@ def _replace_with_constant(t: Any, value: np.ndarray, name_suffix: str = "__stat
 def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
     """Replace Shape/Size results (or the Gather/Slice read of them) by constants where the dims are static.
 
-    Also drops Reshape nodes that provably do nothing (static input shape equal
-    to the output shape) and collapses ``Reshape -> Reshape`` and
+    Also drops Reshape nodes that provably do nothing (input shape equal to the
+    output shape, static or the same symbolic dimensions from shape inference) and collapses ``Reshape -> Reshape`` and
     ``Unsqueeze -> Unsqueeze`` (opset 13+) chains into one node. Run
     ``fold_constants`` afterwards to fold what became constant. Dynamic
-    dimensions are left dynamic.
+    dimensions are left dynamic. Nested graphs (If branches, Loop/Scan bodies) are
+    simplified the same way, with what shape inference knows inside them.
     """
+    from ._common import iter_subgraphs
+    stats = {"shape": 0, "gather": 0, "slice": 0, "size": 0, "reshape_noop": 0, "reshape_chain": 0,
+             "unsqueeze_chain": 0}
+    for g in [graph, *iter_subgraphs(graph)]:
+        _simplify_graph(g, ctx, stats)
+    ctx.record("simplify_shapes", **stats)
+    return graph
+
+
+def _simplify_graph(graph: Any, ctx: PassContext, stats: dict[str, int]) -> None:
     graph.toposort()
     shapes = inferred_shapes(graph, ctx.shapes_inferred)
     protected = protected_names(graph, ctx)
-    stats = {"shape": 0, "gather": 0, "slice": 0, "size": 0, "reshape_noop": 0, "reshape_chain": 0,
-             "unsqueeze_chain": 0}
+    sym: dict[str, Dims] | None = None  # symbolic shapes, computed on first need
     for node in list(graph.nodes):
         if not is_default_domain(node) or not node.outputs or is_empty(node.outputs[0]):
             continue
@@ -185,11 +195,26 @@ def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
         elif node.op == "Reshape" and len(node.inputs) >= 2:
             src = node.inputs[0]
             in_dims, out_dims = shapes.get(src.name), shapes.get(out.name)
-            if (in_dims is not None and out_dims is not None and _static(in_dims)
-                    and in_dims == out_dims):
+            if sym is None:
+                sym = symbolic_shapes(graph, ctx.shapes_inferred)
+            sym_in, sym_out = sym.get(src.name), sym.get(out.name)
+            same_symbolic = (sym_in is not None and sym_out is not None and len(sym_in) == len(sym_out)
+                             and all(isinstance(d, str) or (isinstance(d, int) and d >= 0) for d in sym_in)
+                             and list(sym_in) == list(sym_out))
+            if same_symbolic or (in_dims is not None and out_dims is not None and _static(in_dims)
+                                 and in_dims == out_dims):
                 if bypass_node(graph, node, src, out, protected):
                     stats["reshape_noop"] += 1
                     continue
+            if (not is_constant(node.inputs[1]) and out_dims is not None and len(out_dims)
+                    and sum(d is None for d in out_dims) <= 1 and 0 not in out_dims
+                    and node.inputs[1].name not in protected):
+                # The shape is computed at run time, but inference knows every output dim but at
+                # most one: a constant shape (-1 for that one) gives the same result.
+                gs = gs_module()
+                node.inputs[1] = gs.Constant(unique_name(graph, f"{out.name}_shape"),
+                                             np.asarray([-1 if d is None else d for d in out_dims], np.int64))
+                stats["reshape_const_shape"] = stats.get("reshape_const_shape", 0) + 1
             prod = src.inputs[0] if len(src.inputs) else None
             target = _const_ints(node.inputs[1])
             if (prod is not None and prod.op == "Reshape" and is_default_domain(prod)
@@ -219,8 +244,6 @@ def simplify_shapes(graph: Any, ctx: PassContext) -> Any:
                                          np.asarray(axes, dtype=np.int64))
             stats["unsqueeze_chain"] += 1
     graph.cleanup(remove_unused_graph_inputs=False, recurse_subgraphs=False).toposort()
-    ctx.record("simplify_shapes", **stats)
-    return graph
 
 
 def symbolic_shapes(graph: Any, trust_annotations: bool = False) -> dict[str, Dims]:

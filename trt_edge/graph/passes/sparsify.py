@@ -232,13 +232,13 @@ def sparsify_model(model: onnx.ModelProto, options: SparsifyOptions | None = Non
     result = SparsifyResult(out, list(stats.get("layers", [])), int(stats.get("replaced", 0)))
     if verify_feeds:
         from ...numerics import FP32_EXPORT, assert_close
-        from ...runtime.onnxrt import run_onnx
+        from ...ort_exec import run_model
         from ...sparse.ort import make_session
         session = make_session(out)
         names = [o.name for o in session.get_outputs()]
         reports = []
         for i, feed in enumerate(verify_feeds):
-            ref = run_onnx(model, dict(feed))
+            ref = run_model(model, dict(feed), optimization="all")
             got = dict(zip(names, session.run(names, dict(feed))))
             reports.append(assert_close(got, ref, tolerance or FP32_EXPORT,
                                         what=f"sparsified vs dense outputs (feed {i})"))
