@@ -75,6 +75,43 @@ def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     return _tensor_type_spec(vi.name, t.tensor_type, "tensor")
 
 
+def check_array(name: str, arr: Any, spec: TensorSpec, *, where: str = "", skip_axes: Sequence[int] = (),
+                cast: Any = None) -> np.ndarray:
+    """Check one input array against its spec: numeric, the model's dtype, rank and fixed dims.
+
+    The one wording every caller (runners, CLI data checks) uses; ``where`` prefixes the message
+    (e.g. the data file). ``cast(arr) -> arr | None``: a chance to convert a dtype mismatch
+    (``None``: refuse it). ``skip_axes``: axes not compared (a sample axis regrouped later).
+    Raises :class:`InvalidInputError` naming the input and the fix.
+    """
+    pre = f"{where}: input '{name}'" if where else f"Input '{name}'"
+    if not isinstance(arr, np.ndarray):
+        try:
+            arr = np.asarray(arr)
+        except Exception as exc:  # noqa: BLE001 - ragged lists and the like
+            raise InvalidInputError(f"{pre} cannot be converted to an array ({exc}); pass a numpy array: "
+                                    f"{spec.describe()}.") from exc
+    if arr.dtype == object:
+        raise InvalidInputError(f"{pre} is an object array (ragged or mixed values); pass a numeric numpy "
+                                f"array: {spec.describe()}.")
+    if arr.dtype != spec.dtype:
+        converted = cast(arr) if cast is not None else None
+        if converted is None:
+            raise InvalidInputError(f"{pre} has dtype {arr.dtype} but the model expects {spec.dtype}: convert "
+                                    f"it with arr.astype(np.{spec.dtype.name}).")
+        arr = converted
+    if spec.shape is not None:
+        if arr.ndim != len(spec.shape):
+            raise InvalidInputError(f"{pre} has {arr.ndim} dimensions {arr.shape} but the model expects "
+                                    f"{len(spec.shape)}: {spec.describe()}.")
+        for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
+            if axis not in skip_axes and isinstance(want, int) and want >= 0 and got != want:
+                what = " (channels)" if where and axis == 1 and len(spec.shape) == 4 else ""
+                raise InvalidInputError(f"{pre} has size {got} on axis {axis}{what} but the model requires "
+                                        f"{want}: {spec.describe()} (got shape {arr.shape}).")
+    return arr
+
+
 def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
     """Real inputs: graph inputs that are not initializers (IR < 4 lists both)."""
     inits = {i.name for i in model.graph.initializer}

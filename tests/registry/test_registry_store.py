@@ -157,3 +157,25 @@ def test_audit_log_detects_edit_reorder_delete_truncate(tmp_path):
     check([*lines[:3], *lines[4:]], "removed")
     check(lines[:-1], "cut off the end")
     assert main(["registry", "audit-verify", str(log.path)]) == 0
+
+
+def test_build_verifies_a_signed_version_before_building(tmp_path, keys, other_keys):
+    """`trt-edge build --require-signed` refuses an unsigned or tampered directory (exit 2) and
+    builds from a verified one (ONNX Runtime fallback here)."""
+    from .conftest import tiny_onnx
+
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save(tiny_onnx(), src / "model.onnx")
+    reg = Registry(tmp_path / "repo", create=True)
+    info = reg.publish("tiny", src, private_key=keys.private_key)
+    out = tmp_path / "out" / "tiny.onnx"
+    common = ["build", str(info.path / "model.onnx"), "-o", str(out), "--require-signed"]
+    assert main([*common, "--trusted-key", str(other_keys.public_key)]) == 2 and not out.exists()
+    assert main([*common, "--trusted-key", str(keys.public_key)]) == 0 and out.exists()
+    unsigned = tmp_path / "unsigned"
+    unsigned.mkdir()
+    onnx.save(tiny_onnx(), unsigned / "model.onnx")
+    assert main(["build", str(unsigned / "model.onnx"), "-o", str(tmp_path / "o2.onnx"), "--require-signed",
+                 "--trusted-key", str(keys.public_key)]) == 2

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..onnx_io import TensorSpec
+from ..onnx_io import TensorSpec, check_array
 
 log = logging.getLogger("trt_edge")
 
@@ -126,33 +126,16 @@ def check_arrays(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], 
         spec = by_name.get(name)
         if spec is None:
             continue
-        arr = np.asarray(arr)
-        if arr.dtype == object:
-            raise InvalidInputError(f"{source}: input '{name}' is an object array (ragged or mixed values); "
-                                    f"pass a numeric numpy array: {spec.describe()}.")
-        if arr.dtype != spec.dtype:
-            if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating) \
-                    and arr.dtype.itemsize > spec.dtype.itemsize:
+        def _cast_wider_float(a: np.ndarray, name: str = name, spec: TensorSpec = spec) -> np.ndarray | None:
+            if np.issubdtype(a.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating) \
+                    and a.dtype.itemsize > spec.dtype.itemsize:
                 log.warning("%s: input '%s' is %s; casting it to the model's %s.", source, name,
-                            arr.dtype.name, spec.dtype.name)
-                arr = arr.astype(spec.dtype)
-            else:
-                raise InvalidInputError(
-                    f"{source}: input '{name}' has dtype {arr.dtype} but the model expects {spec.dtype}: "
-                    f"convert it with arr.astype(np.{spec.dtype.name}).")
-        if spec.shape is not None:
-            if arr.ndim != len(spec.shape):
-                raise InvalidInputError(
-                    f"{source}: input '{name}' has {arr.ndim} dimensions {arr.shape} but the model expects "
-                    f"{len(spec.shape)}: {spec.describe()}.")
-            for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
-                if sample_axis and axis == 0:
-                    continue
-                if isinstance(want, int) and want >= 0 and got != want:
-                    what = " (channels)" if axis == 1 and len(spec.shape) == 4 else ""
-                    raise InvalidInputError(
-                        f"{source}: input '{name}' has size {got} on axis {axis}{what} but the model "
-                        f"requires {want}: {spec.describe()} (got shape {arr.shape}).")
+                            a.dtype.name, spec.dtype.name)
+                return a.astype(spec.dtype)
+            return None
+
+        arr = check_array(name, np.asarray(arr), spec, where=source, skip_axes=(0,) if sample_axis else (),
+                          cast=_cast_wider_float)
         if np.issubdtype(arr.dtype, np.floating) and arr.size:
             finite = int(np.count_nonzero(np.isfinite(arr)))
             if finite == 0:

@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --version-compatible: leave the lean runtime out of the plan")
     p.add_argument("--hardware-compatibility", choices=("ampere_plus",), default=None,
                    help="engine that runs on any Ampere or newer GPU")
+    p.add_argument("--require-signed", action="store_true",
+                   help="build only from a model directory (and plugin directories) whose OpenSSF model "
+                        "signature verifies with a --trusted-key / --trusted-ca (e.g. a registry version)")
+    p.add_argument("--trusted-key", action="append", default=[], metavar="PUB",
+                   help="trusted EC public key for model signatures (repeatable); a signed directory is "
+                        "then always verified")
+    p.add_argument("--trusted-ca", action="append", default=[], metavar="CA",
+                   help="trusted CA certificate(s) for certificate model signatures (repeatable)")
     p.add_argument("--ranges", type=Path, default=None, help="INT8 ranges from `trt-edge calibrate`")
     p.add_argument("--calib-data", type=Path, default=None,
                    help="INT8 calibration data .npz (one array per input, samples on axis 0)")
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or Path("engines") / f"{args.model.stem}.{args.precision}.plan"
     timing_cache = None if args.no_timing_cache else (args.timing_cache or output.parent / "timing.cache")
     _check(args, output, timing_cache)
+    _verify_sources(args)
     options = BuildOptions(
         precision=args.precision, strongly_typed=args.strongly_typed,
         profiles=parse_profiles(args.shapes), default_batch=default_batch,
@@ -165,3 +174,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"Metadata: {result.metadata_path}")
     print(f"Build log: {result.log_path} ({len(result.warnings)} warning(s))")
     return 0
+
+
+def _verify_sources(args: argparse.Namespace) -> None:
+    """Verify the signed directories the build reads (model, plugins) before parsing anything."""
+    if not (args.require_signed or args.trusted_key or args.trusted_ca):
+        return
+    from ..registry.policy import TrustPolicy, check_before_load
+
+    policy = TrustPolicy.from_args(args.require_signed, args.trusted_key, args.trusted_ca)
+    folders = {Path(args.model).resolve().parent}
+    folders |= {Path(lib).resolve().parent for lib in args.plugins}
+    for folder in sorted(folders):
+        check_before_load(folder, policy)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, RunnerError
 from ..log import progress
-from ..onnx_io import TensorSpec
+from ..onnx_io import TensorSpec, check_array
 
 log = logging.getLogger(__name__)
 
@@ -158,30 +158,9 @@ class Runner(abc.ABC):
         out: dict[str, np.ndarray] = {}
         symbols: dict[str, tuple[int, str]] = {}  # dim_param -> (size, first input that fixed it)
         for name, spec in specs.items():
-            arr = feed[name]
-            if not isinstance(arr, np.ndarray):
-                try:
-                    arr = np.asarray(arr)
-                except Exception as exc:  # noqa: BLE001 - ragged lists and the like
-                    raise InvalidInputError(f"Input '{name}' cannot be converted to an array ({exc}); "
-                                            f"pass a numpy array: {spec.describe()}.") from exc
-            if arr.dtype == object:
-                raise InvalidInputError(f"Input '{name}' is an object array (ragged or mixed values); "
-                                        f"pass a numeric numpy array: {spec.describe()}.")
-            if arr.dtype != spec.dtype:
-                raise InvalidInputError(
-                    f"Input '{name}' has dtype {arr.dtype} but the model expects {spec.dtype}: "
-                    f"convert it with arr.astype(np.{spec.dtype.name}).")
+            arr = check_array(name, feed[name], spec)
             if spec.shape is not None:
-                if arr.ndim != len(spec.shape):
-                    raise InvalidInputError(
-                        f"Input '{name}' has {arr.ndim} dimensions {arr.shape} but the model expects "
-                        f"{len(spec.shape)}: {spec.describe()}.")
                 for axis, (got, want) in enumerate(zip(arr.shape, spec.shape)):
-                    if isinstance(want, int) and want >= 0 and got != want:
-                        raise InvalidInputError(
-                            f"Input '{name}' has size {got} on axis {axis} but the model requires "
-                            f"{want}: {spec.describe()} (got shape {arr.shape}).")
                     if isinstance(want, str) and want:
                         seen = symbols.setdefault(want, (got, name))
                         if seen[0] != got:
