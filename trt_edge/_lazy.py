@@ -31,6 +31,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "model_signing": ("registry", "model-signing"),
     "OpenSSL": ("registry", "pyOpenSSL"),
     "cryptography": ("registry", "cryptography"),
+    "PyKCS11": ("registry", "PyKCS11"),
     "starlette": ("serve", "fastapi"),
     "uvicorn": ("serve", "uvicorn"),
     "prometheus_client": ("serve", "prometheus-client"),

@@ -26,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = rs.add_parser("sign", help="sign a model directory (OMS)")
     s.add_argument("path", help="the model version directory")
-    s.add_argument("--private-key", required=True)
+    key = s.add_mutually_exclusive_group(required=True)
+    key.add_argument("--private-key", help="EC private key (PEM)")
+    key.add_argument("--pkcs11-uri", help="a key on a PKCS#11 token, e.g. "
+                     "'pkcs11:token=NAME;object=KEY?pin-value=PIN&module-path=/usr/lib/softhsm/libsofthsm2.so'")
     s.add_argument("--signing-certificate", help="X.509 certificate of the key (certificate signing)")
     s.add_argument("--certificate-chain", action="append", default=[], help="intermediate/root certs (repeatable)")
     s.add_argument("--signature", help="signature path (default PATH/model.sig)")
@@ -111,7 +114,7 @@ def _sign(args: argparse.Namespace) -> int:
 
     sig = sign_model(args.path, private_key=args.private_key, signature=args.signature,
                      signing_certificate=args.signing_certificate, certificate_chain=args.certificate_chain,
-                     ignore_paths=args.ignore_paths)
+                     ignore_paths=args.ignore_paths, pkcs11_uri=args.pkcs11_uri)
     print(f"signed {args.path} -> {sig}")
     return 0
 

@@ -157,25 +157,35 @@ def _model_dir(path: str | os.PathLike[str]) -> Path:
     return d
 
 
-def sign_model(model_dir: str | os.PathLike[str], *, private_key: str | os.PathLike[str],
+def sign_model(model_dir: str | os.PathLike[str], *, private_key: str | os.PathLike[str] | None = None,
                signature: str | os.PathLike[str] | None = None,
                signing_certificate: str | os.PathLike[str] | None = None,
                certificate_chain: Sequence[str | os.PathLike[str]] = (),
-               ignore_paths: Sequence[str | os.PathLike[str]] = (), password: str | None = None) -> Path:
+               ignore_paths: Sequence[str | os.PathLike[str]] = (), password: str | None = None,
+               pkcs11_uri: str | None = None) -> Path:
     """Sign every file under ``model_dir`` (OMS, files serialization, SHA-256).
 
     With ``signing_certificate`` (and its ``certificate_chain``) the signature carries an X.509
-    identity; otherwise it is a plain key signature verified with the public key.
+    identity; otherwise it is a plain key signature verified with the public key. ``pkcs11_uri``
+    (``pkcs11:token=...;object=...?module-path=...``) signs with a key that never leaves a hardware
+    token (needs PyKCS11); it replaces ``private_key``.
     """
     ms = _ms()
     root = _model_dir(model_dir)
     sig = Path(signature) if signature is not None else root / SIGNATURE_NAME
-    if not Path(private_key).is_file():
+    if (private_key is None) == (pkcs11_uri is None):
+        raise InvalidInputError("Give exactly one signing key: --private-key KEY.pem or --pkcs11-uri URI.")
+    if private_key is not None and not Path(private_key).is_file():
         raise InvalidInputError(f"Private key '{private_key}' does not exist (make one with "
                                 "`trt-edge registry keygen`).")
     cfg = ms.signing.Config()
     try:
-        if signing_certificate is not None:
+        if pkcs11_uri is not None:
+            require("PyKCS11", "PKCS#11 signing")
+            cfg = (cfg.use_pkcs11_certificate_signer(pkcs11_uri=pkcs11_uri, signing_certificate=Path(
+                signing_certificate), certificate_chain=[Path(c) for c in certificate_chain])
+                   if signing_certificate is not None else cfg.use_pkcs11_signer(pkcs11_uri=pkcs11_uri))
+        elif signing_certificate is not None:
             cfg = cfg.use_certificate_signer(private_key=private_key, signing_certificate=signing_certificate,
                                              certificate_chain=list(certificate_chain))
         else:
