@@ -1,5 +1,6 @@
 """Built-in graph passes. Importing a module here registers its passes."""
-from . import control_flow, eliminate, fold_bn, fold_constants, fuse_gemm, simplify_shapes  # noqa: F401
+from . import (control_flow, eliminate, fold_bn, fold_constants, fuse_gemm, simplify_shapes,  # noqa: F401
+               simplify_slices)
 
 try:  # sparsify (issue 5) is opt-in; a failure to import it must never hide the other passes
     from . import sparsify  # noqa: F401
