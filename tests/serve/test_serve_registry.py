@@ -144,3 +144,43 @@ def test_signed_repository_hot_reload_rollback_and_drift(tmp_path, cnn_versions,
                 await client.close()
 
         asyncio.run(scenario())
+
+
+def test_smoke_inference_is_differential(tmp_path, cnn_versions):
+    """A version that gives NaN where the serving one does not is refused; with nothing serving,
+    a feed the model rejects only warns (the generated zeros may not suit the model)."""
+    import asyncio
+
+    import onnx
+    from onnx import numpy_helper
+
+    from trt_edge.errors import ArtifactError
+    from trt_edge.serve.repository import ModelRepository
+
+    v1, _ = cnn_versions
+    repo = tmp_path / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    shutil.copy(v1, repo / "m" / "1" / "model.onnx")
+    bad = onnx.load(v1)
+    for init in bad.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(init).shape, np.nan, np.float32),
+                                                  init.name))
+    (repo / "m" / "2").mkdir()
+    onnx.save(bad, repo / "m" / "2" / "model.onnx")
+
+    async def run():
+        r = ModelRepository(repo)
+        (repo / "m" / "2").rename(repo / "m" / ".hidden2")
+        await r.load("m")                       # v1 serves
+        (repo / "m" / ".hidden2").rename(repo / "m" / "2")
+        with pytest.raises(ArtifactError, match="non-finite"):
+            await r.load("m")                   # v2 (latest) gives NaN where v1 does not: refused
+        assert r.get("m").version == "1"
+        await r.close()
+        r2 = ModelRepository(repo)              # nothing serving: a NaN-on-zeros model only warns
+        await r2.load("m")
+        assert r2.get("m").version == "2"
+        await r2.close()
+
+    asyncio.run(run())

@@ -59,22 +59,46 @@ class ModelEntry:
         return self.versions[max(self.versions, key=int)]
 
 
-def _smoke_inference(model: backend.LoadedModel, name: str, version: int) -> None:
-    """One inference on zeros (dynamic dims 1) before a version serves; refuse non-finite outputs."""
+def _zeros_feed(model: backend.LoadedModel) -> dict[str, np.ndarray] | None:
     feed = {}
     for t in model.signature.inputs:
         dt = np.dtype(t.dtype)
         if dt == np.dtype(object):
-            return  # BYTES inputs: no meaningful zero input; the first request checks the model
+            return None  # BYTES inputs: no meaningful zero input; the first request checks the model
         feed[t.name] = np.zeros(tuple(d if d >= 0 else 1 for d in t.shape), dtype=dt)
+    return feed
+
+
+def _smoke_failure(model: backend.LoadedModel, feed: dict[str, np.ndarray]) -> str | None:
     try:
         out = model.infer(feed).outputs
-    except Exception as exc:  # noqa: BLE001 - any backend failure refuses the version
-        raise ArtifactError(f"model '{name}' version {version} failed its smoke inference on zeros: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any backend failure
+        return f"failed on zeros: {str(exc).splitlines()[0][:300]}"
     for oname, arr in out.items():
         if np.asarray(arr).dtype.kind == "f" and not np.isfinite(arr).all():
-            raise ArtifactError(f"model '{name}' version {version}: smoke inference gave non-finite values in "
-                                f"output '{oname}'; not serving it.")
+            return f"gave non-finite values in output '{oname}' on zeros"
+    return None
+
+
+def _smoke_inference(model: backend.LoadedModel, name: str, version: int,
+                     serving: backend.LoadedModel | None) -> None:
+    """One inference on zeros (dynamic dims 1) before a version serves.
+
+    Differential: a version is refused when it fails (or gives NaN/inf) on a feed the version
+    serving now handles. When nothing serves yet, or the serving version fails on it too, the
+    generated feed is what does not suit the model (silero-vad rejects 1-sample frames): warn only.
+    """
+    feed = _zeros_feed(model)
+    if feed is None:
+        return
+    problem = _smoke_failure(model, feed)
+    if problem is None:
+        return
+    if serving is not None and _smoke_failure(serving, feed) is None:
+        raise ArtifactError(f"model '{name}' version {version} {problem}, where the version serving now does "
+                            "not; not serving it.")
+    log.warning("model '%s' version %s: smoke inference %s (the generated feed may not suit this model); "
+                "loading it anyway", name, version, problem)
 
 
 def _platform_for(path: Path) -> str:
@@ -195,7 +219,7 @@ class ModelRepository:
                 try:
                     cfg = autocomplete(raw, model.signature, name=name, platform=platform)
                     if self._smoke:
-                        _smoke_inference(model, name, v)
+                        _smoke_inference(model, name, v, self._serving_model(name))
                 except Exception:
                     model.close(wait=False)
                     raise
@@ -216,6 +240,13 @@ class ModelRepository:
             raise
         assert final is not None
         return final, loaded
+
+    def _serving_model(self, name: str) -> backend.LoadedModel | None:
+        entry = self._models.get(name)
+        if entry is None or not entry.versions:
+            return None
+        latest = entry.latest()
+        return latest.model if latest is not None else None
 
     def _verified_source(self, name: str, version: int, artifact: Path) -> tuple[Any, bool]:
         """The artifact to load: its path, or its verified (and decrypted) bytes."""
