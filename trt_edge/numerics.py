@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -135,3 +135,12 @@ def assert_close(actual: Mapping[str, np.ndarray], reference: Mapping[str, np.nd
             f"{what} differ beyond rtol={tolerance.rtol:g}, atol={tolerance.atol:g}:\n"
             f"{report.table()}", report)
     return report
+
+
+def nonfinite_output(outputs: Mapping[str, Any]) -> str | None:
+    """The name of the first float output holding NaN or inf (None: all finite)."""
+    for name, arr in outputs.items():
+        a = np.asarray(arr)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            return name
+    return None

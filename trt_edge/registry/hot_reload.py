@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import InvalidInputError, RunnerError, TrtEdgeError
+from ..numerics import nonfinite_output
 from ..runtime import Model
 from .loading import open_verified
 from .policy import TrustPolicy
@@ -96,10 +97,9 @@ class HotModel:
                                     instances=self.instances, **self.load_kwargs)
         try:
             feed = self.smoke_feed if self.smoke_feed is not None else default_smoke_feed(model)
-            out = model.infer(feed).outputs
-            for oname, arr in out.items():
-                if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                    raise RunnerError(f"smoke inference of version {version}: output '{oname}' is not finite")
+            bad = nonfinite_output(model.infer(feed).outputs)
+            if bad is not None:
+                raise RunnerError(f"smoke inference of version {version}: output '{bad}' is not finite")
             if self.smoke_check is not None:
                 self.smoke_check(model)
         except BaseException:
@@ -136,11 +136,10 @@ class HotModel:
         log.error("hot reload of %s to version %d refused, version %d keeps serving: %s", self.name, target,
                   serving, exc)
         self.registry.log_load(self.name, target, False, reason=str(exc).splitlines()[0][:500])
-        if self.registry.active_version(self.name) == target:
-            try:
-                self.registry.promote(self.name, serving)  # automatic rollback of the registry
-            except TrtEdgeError as err:
-                log.error("could not roll the registry back to version %d: %s", serving, err)
+        try:
+            self.registry.roll_back_if_active(self.name, target, serving)
+        except TrtEdgeError as err:
+            log.error("could not roll the registry back to version %d: %s", serving, err)
 
     # ---- inference ---------------------------------------------------------------------------
     def infer(self, feed: Mapping[str, np.ndarray], **kwargs: Any):

@@ -267,6 +267,15 @@ class Registry:
         self.audit.append("rollback", model=name, version=target, previous=state.get("active"))
         return target
 
+    def roll_back_if_active(self, name: str, failed: int, to: int) -> bool:
+        """Automatic rollback: when ``failed`` (a version a loader refused) is the active one,
+        make ``to`` (the version still serving) active again. True if it did."""
+        if self.active_version(name) != int(failed):
+            return False
+        self.promote(name, int(to))
+        log.warning("model '%s': registry rolled back from version %d to %d", name, int(failed), int(to))
+        return True
+
     def remove_version(self, name: str, version: int, *, reason: str = "") -> None:
         d = self.version_dir(name, version)
         if self._state(name).get("active") == int(version):

@@ -149,8 +149,7 @@ class Service:
             active = self.repository.registry_active(name)
             if active is not None and serving and str(active) not in serving:
                 from ..registry.store import Registry  # noqa: PLC0415
-                Registry(self.options.model_repository).promote(name, int(serving[-1]))
-                log.warning("model '%s': registry rolled back to version %s", name, serving[-1])
+                Registry(self.options.model_repository).roll_back_if_active(name, active, int(serving[-1]))
         except Exception:  # noqa: BLE001 - the poller must survive anything
             log.exception("hot reload of model '%s' failed unexpectedly", name)
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ArtifactError, InvalidInputError, TrtEdgeError
+from ..numerics import nonfinite_output
 from . import backend
 from .batcher import ExecutionHook, VersionStats, make_scheduler
 from .config import (BACKEND_OF_PLATFORM, PLATFORM_ONNX, PLATFORM_PLAN, ModelConfig, autocomplete,
@@ -74,10 +75,8 @@ def _smoke_failure(model: backend.LoadedModel, feed: dict[str, np.ndarray]) -> s
         out = model.infer(feed).outputs
     except Exception as exc:  # noqa: BLE001 - any backend failure
         return f"failed on zeros: {str(exc).splitlines()[0][:300]}"
-    for oname, arr in out.items():
-        if np.asarray(arr).dtype.kind == "f" and not np.isfinite(arr).all():
-            return f"gave non-finite values in output '{oname}' on zeros"
-    return None
+    bad = nonfinite_output(out)
+    return None if bad is None else f"gave non-finite values in output '{bad}' on zeros"
 
 
 def _smoke_inference(model: backend.LoadedModel, name: str, version: int,
