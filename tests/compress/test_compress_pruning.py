@@ -105,3 +105,59 @@ def test_24_pruning_survives_fine_tuning_and_is_seen_in_onnx(baseline, tmp_path)
     from trt_edge.compress.qat import ptq_qdq
     qdq = ptq_qdq(model, split.x_train[:64], tmp_path / "sparse24.int8.onnx")
     assert sum(r.is_24 for r in check_24_onnx(qdq)) == len(masks)
+
+
+def test_reconstruction_pruning_beats_magnitude_before_fine_tuning_and_exports(baseline, tmp_path):
+    task, split, model, base = baseline
+    sample = torch.from_numpy(split.x_test[:1])
+    calib = [torch.from_numpy(split.x_train[i:i + 128]) for i in range(0, 512, 128)]   # training digits
+    with pytest.raises(InvalidInputError, match="calib"):
+        prune_structured(model, sample, StructuredOptions(importance="reconstruction"))
+    opts = dict(flops_reduction=0.5)
+    rec, rep = prune_structured(model, sample, StructuredOptions(importance="reconstruction", **opts), calib=calib)
+    l2, rep2 = prune_structured(model, sample, StructuredOptions(importance="l2", **opts))
+    assert 0.47 <= rep.flops_reduction <= 0.53
+    acc_rec, acc_l2 = task.metric(rec), task.metric(l2)
+    # the refit next layers keep most of the accuracy without any training; magnitude does not
+    assert acc_rec >= acc_l2 + 0.03 and acc_rec >= base - 0.10, (acc_rec, acc_l2, base)
+    res = export_verified(rec, split.x_test[:2], tmp_path / "rec.onnx")
+    assert res.verified
+    onnx_matches_torch(rec, tmp_path / "rec.onnx", split.x_test)
+
+
+def test_refit_is_exact_when_the_removed_channel_is_a_combination_of_kept_ones():
+    import torch_pruning as tp
+    from trt_edge.compress.prune_reconstruct import (ReconstructionImportance, collect_input_stats,
+                                                     following_batchnorm, refit_before_prune)
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(4, 6)
+            self.b = torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            h = self.a(x)   # no activation: h's 6 channels live in a 4-D subspace (2 redundant)
+            return self.b(h)
+
+    net = Net().eval()
+    x = torch.randn(256, 4)
+    stats = collect_input_stats(net, [x])
+    named = dict(net.named_modules())
+    mod_stats = {named[k]: v for k, v in stats.items()}
+    bns = following_batchnorm(net)
+    assert bns == {}
+    imp = ReconstructionImportance(mod_stats, bns, damp=0.0)
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=x[:1])
+    scores = imp(dg.get_pruning_group(net.a, tp.prune_linear_out_channels, idxs=list(range(6))))
+    assert scores.shape == (6,) and float(scores.max()) < 1e-6     # each one removable without error
+    group = dg.get_pruning_group(net.a, tp.prune_linear_out_channels, idxs=[1, 4])
+    with torch.no_grad():
+        y0 = net(x)
+    finish = refit_before_prune(group, mod_stats, bns, damp=0.0)
+    group.prune()
+    finish()
+    assert net.b.in_features == 4
+    with torch.no_grad():
+        assert torch.allclose(net(x), y0, atol=1e-4)

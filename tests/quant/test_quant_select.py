@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from trt_edge.errors import InvalidInputError
 from trt_edge.quant import CalibrationOptions, CalibrationResult, NumpyReader, QuantizeOptions, calibrate, quantize_qdq
 from trt_edge.quant.qdq import build_scale_probe, tensors_to_calibrate
 from trt_edge.quant.ranges import TensorRange
@@ -186,10 +187,29 @@ def test_rare_large_values_that_matter_are_not_clipped(rng):
     data = {"x": x, "z": z}
     entropy = calibrate(model, data, CalibrationOptions(method="entropy", show_progress=False, batch_size=64))
     assert entropy.amax("b") < 0.75 * entropy.ranges["b"].observed_amax  # the outliers are clipped
-    auto = calibrate(model, data, CalibrationOptions(show_progress=False, batch_size=64, select_samples=256))
+    auto = calibrate(model, data, CalibrationOptions(show_progress=False, batch_size=64, select_samples=256,
+                                                     select_budget=None))
     sel = auto.settings["auto_selection"]
     assert auto.amax("b") >= 0.9 * auto.ranges["b"].observed_amax
     assert sel["final_db"] >= max(sel["whole_model_db"].values()) - 1e-9
     assert sel["final_db"] > sel["whole_model_db"]["entropy"] + 3
     assert sel["eval_samples"] == 256
     assert tensor_groups(model, ["a", "b"]) == {"Abs": ["a"], "Neg": ["b"]}
+
+
+def test_scoring_budget_scores_fewer_large_samples_deterministically():
+    from trt_edge.quant.select import scored_batches
+    feeds = [{"x": np.zeros((1, 3))} for _ in range(8)]
+    outs = [{"y": np.zeros((1, 1000), np.float32)} for _ in range(8)]   # 1,000 float outputs a sample
+    # 49 samples collected, 14 evaluations, budget 0.5: ceil(0.5 * 49 / 14) = 2 batch-1 samples
+    f, o = scored_batches(feeds, outs, 49, 14, 8, 0.5)
+    assert len(f) == len(o) == 2
+    assert len(scored_batches(feeds, outs, 49, 14, 8, None)[0]) == 8      # no budget: select_samples
+    assert len(scored_batches(feeds, outs, 4, 14, 8, 0.5)[0]) == 1        # never fewer than one batch
+    assert len(scored_batches(feeds, outs, 10_000, 14, 8, 0.5)[0]) == 8   # never more than select_samples
+    small = [{"y": np.zeros((1, 10), np.float32)} for _ in range(8)]      # 10 logits: keep 8 samples
+    assert len(scored_batches(feeds, small, 49, 14, 8, 0.5)[0]) == 8
+    big = [{"x": np.zeros((64, 3))}]                                      # whole batches only
+    assert scored_batches(big, [{"y": np.zeros((64, 2), np.float32)}], 512, 10, 8, 0.5)[0][0]["x"].shape[0] == 64
+    with pytest.raises(InvalidInputError, match="select_budget"):
+        CalibrationOptions(select_budget=0)

@@ -63,6 +63,10 @@ class _Capture:
 def _projection(student_feat: Any, teacher_feat: Any) -> Any:
     torch = require("torch")
     cs, ct = student_feat.shape[1], teacher_feat.shape[1]
+    if student_feat.shape == teacher_feat.shape:
+        # Same channels (e.g. a block output that pruning kept aligned): compare directly; a
+        # randomly initialised 1x1 projection would first have to learn the identity.
+        return torch.nn.Identity()
     if student_feat.ndim == 4:
         return torch.nn.Conv2d(cs, ct, 1, bias=False)
     if student_feat.ndim == 2:

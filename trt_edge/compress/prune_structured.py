@@ -11,8 +11,11 @@ Runtime (tests/compress).
 
 What we add: a FLOPs target (the per-layer channel ratio is found by bisection so the model
 loses the requested fraction of its multiply-accumulates), importance by name
-(L1/L2 magnitude, first-order Taylor with gradients of a loss), the output layer protected
-automatically, and a per-layer report of the channels removed.
+(L1/L2 magnitude, first-order Taylor with gradients of a loss, and "reconstruction": the
+data-aware ranking and least-squares refit of the next layer in :mod:`.prune_reconstruct`,
+which needs a few calibration batches and is what keeps BatchNorm networks such as MobileNetV2
+usable before any fine-tuning), the output layer protected automatically, and a per-layer report
+of the channels removed.
 """
 from __future__ import annotations
 
@@ -26,13 +29,16 @@ from ..errors import InvalidInputError
 from .report import count_macs, count_params
 
 log = logging.getLogger(__name__)
-IMPORTANCES = ("l1", "l2", "taylor")
+IMPORTANCES = ("l1", "l2", "taylor", "reconstruction")
 
 
 @dataclasses.dataclass(frozen=True)
 class StructuredOptions:
     """``flops_reduction``: fraction of the MACs to remove (0.5 halves them).
-    ``importance``: "l1"/"l2" (group magnitude) or "taylor" (|w * dL/dw|, needs ``loss_fn``).
+    ``importance``: "l1"/"l2" (group magnitude), "taylor" (|w * dL/dw|, needs ``loss_fn``) or
+    "reconstruction" (the output error a channel leaves once its consumer layers are refitted by
+    least squares; those layers are then refitted; needs ``calib`` batches, see
+    :mod:`.prune_reconstruct`).
     ``global_pruning``: rank channels across layers (else every layer loses the same share).
     ``round_to``: keep channel counts multiples of this (8 suits TensorRT's tensor cores).
     ``ignored``: module names left untouched (the output layer is always added).
@@ -113,7 +119,8 @@ def _importance(name: str) -> Any:
 
 
 def _prune_copy(model: Any, sample: Any, ratio: float, options: StructuredOptions,
-                loss_fn: Callable[[Any], Any] | None, inplace: bool = False) -> Any:
+                loss_fn: Callable[[Any], Any] | None, inplace: bool = False,
+                stats: dict[str, Any] | None = None) -> Any:
     tp = require("torch_pruning", "structured pruning (pip install 'trt-edge[compress]')")
     m = model if inplace else copy.deepcopy(model)
     m.eval()
@@ -128,25 +135,52 @@ def _prune_copy(model: Any, sample: Any, ratio: float, options: StructuredOption
             raise InvalidInputError("importance='taylor' needs loss_fn(model) -> loss (gradients).")
         m.zero_grad()
         loss_fn(m).backward()
-    pruner = tp.pruner.MetaPruner(m, sample, importance=_importance(options.importance),
+    refit = None
+    if options.importance == "reconstruction":
+        from .prune_reconstruct import ReconstructionImportance, following_batchnorm, refit_before_prune
+        assert stats is not None
+        mod_stats = {named[n]: st for n, st in stats.items() if n in named}
+        bns = following_batchnorm(m)
+        importance: Any = ReconstructionImportance(mod_stats, bns)
+        refit = (refit_before_prune, mod_stats, bns)
+    else:
+        importance = _importance(options.importance)
+    pruner = tp.pruner.MetaPruner(m, sample, importance=importance,
                                   pruning_ratio=ratio, ignored_layers=ignored,
                                   global_pruning=options.global_pruning, round_to=options.round_to,
                                   max_pruning_ratio=options.max_channel_ratio)
-    pruner.step()
+    if refit is None:
+        pruner.step()
+    else:
+        plan, mod_stats, bns = refit
+        for group in pruner.step(interactive=True):
+            finish = plan(group, mod_stats, bns)
+            group.prune()
+            finish()
     m.zero_grad(set_to_none=True)
     return m
 
 
 def prune_structured(model: Any, sample: Any, options: StructuredOptions = StructuredOptions(),
-                     loss_fn: Callable[[Any], Any] | None = None) -> tuple[Any, StructuredReport]:
+                     loss_fn: Callable[[Any], Any] | None = None,
+                     calib: Sequence[Any] | None = None) -> tuple[Any, StructuredReport]:
     """Return a pruned copy of ``model`` with ``options.flops_reduction`` of its MACs removed.
 
     ``sample``: an input tensor (traced by the dependency graph). ``loss_fn(model)``: a loss on
-    a real batch (Taylor importance only). ``model`` itself is not modified.
+    a real batch (Taylor importance only). ``calib``: input batches (tensors) of real data for
+    the "reconstruction" importance (a few hundred samples; never the evaluation data).
+    ``model`` itself is not modified.
     """
     torch = require("torch")
     if not isinstance(sample, torch.Tensor):
         raise InvalidInputError("sample must be a torch tensor, e.g. torch.randn(1, 1, 28, 28).")
+    stats = None
+    if options.importance == "reconstruction":
+        if not calib or not all(isinstance(b, torch.Tensor) for b in calib):
+            raise InvalidInputError("importance='reconstruction' needs calib: a list of input tensors "
+                                    "(real data, e.g. 8 batches of the training set).")
+        from .prune_reconstruct import collect_input_stats
+        stats = collect_input_stats(model, calib)
     base_macs, base_params = count_macs(model, sample), count_params(model)
     target = base_macs * (1.0 - options.flops_reduction)
     # MACs fall monotonically with the channel ratio r (about like (1 - r)^2 for conv chains):
@@ -156,7 +190,7 @@ def prune_structured(model: Any, sample: Any, options: StructuredOptions = Struc
     r = min(1.0 - (1.0 - options.flops_reduction) ** 0.5, options.max_channel_ratio)
     best = None
     for _ in range(10):
-        pruned = _prune_copy(model, sample, r, options, loss_fn)
+        pruned = _prune_copy(model, sample, r, options, loss_fn, stats=stats)
         macs = count_macs(pruned, sample)
         log.debug("channel ratio %.4f -> %.1f%% of the MACs", r, 100 * macs / base_macs)
         if best is None or abs(macs - target) < abs(best[1] - target):

@@ -78,7 +78,8 @@ class Task:
 
     ``sample``: a few real inputs (tracing, export, latency). ``loader``: training batches
     ``(x, y)``. ``metric(model)``: the task metric in [0, 1]. ``metric_onnx(path)``: the same
-    metric for an ONNX file (used after QAT). ``calib_x``: calibration inputs (QAT).
+    metric for an ONNX file (used after QAT). ``calib_x``: calibration inputs (QAT, and the
+    "reconstruction" channel ranking of the prune step; real training data, never the scored data).
     ``train``: learning rate, seed, threads, BN freezing of every training step.
     """
 
@@ -102,9 +103,14 @@ def _step(model: Any, teacher: Any, step: Step, task: Task, out_dir: Path
     extra: dict[str, Any] = {}
     if step.kind == "prune":
         from .prune_structured import StructuredOptions, prune_structured
-        model, rep = prune_structured(model, torch.from_numpy(task.sample[:1]),
-                                      StructuredOptions(flops_reduction=step.amount))
-        extra["notes"] = f"-{100 * rep.flops_reduction:.1f}% MACs"
+        # with real calibration inputs: rank channels by the error left after refitting the next
+        # layer, and refit it (far better before fine-tuning than weight magnitude behind BatchNorm)
+        calib = None if task.calib_x is None else \
+            [torch.from_numpy(np.ascontiguousarray(task.calib_x[i:i + 64])) for i in range(0, len(task.calib_x), 64)]
+        opts = StructuredOptions(flops_reduction=step.amount,
+                                 importance="reconstruction" if calib else "l2")
+        model, rep = prune_structured(model, torch.from_numpy(task.sample[:1]), opts, calib=calib)
+        extra["notes"] = f"-{100 * rep.flops_reduction:.1f}% MACs ({opts.importance})"
     elif step.kind == "unstructured":
         from .prune_unstructured import GradualSchedule, prune_gradual
         prune_gradual(model, task.loader, GradualSchedule(final_sparsity=step.amount, steps=2), train=_epochs(task, 1))

@@ -20,7 +20,7 @@ from .batching import fixed_batch, for_model
 from .qdq import (QuantizeOptions, bias_correction_inputs, find_existing_quantization, refuse_activation_qdq,
                   tensors_to_calibrate, upgrade_opset)
 from .ranges import CalibrationResult, TensorRange
-from .select import AUTO_CANDIDATES, select_methods
+from .select import AUTO_CANDIDATES, expected_evaluations, scored_batches, select_methods
 
 log = logging.getLogger(__name__)
 SCOPES = ("qdq", "all")
@@ -51,6 +51,11 @@ class CalibrationOptions:
     reader's batches are regrouped into it, see :mod:`trt_edge.quant.batching`).
     ``warn_below_db``: with ``auto``, warn when the output SQNR of the scored samples is below
     this, naming the tensors whose quantization noise is largest (suggesting ``--keep-worst``).
+    ``select_budget``: with ``auto``, the scoring may cost at most about this fraction of the
+    collection pass (counted in sample-evaluations: scored samples x expected evaluations, against
+    the samples collected); on models with large samples (an image, a 128-token sequence) it scores
+    fewer than ``select_samples`` samples, down to one batch. Deterministic (counts, not clock time).
+    None: always score ``select_samples`` samples.
     ``bias_correction``: also record the per-channel means of the Conv/Gemm inputs, which
     :func:`quantize_qdq` uses to correct the biases for the weights' rounding (and ``auto``
     scores the corrected model).
@@ -69,6 +74,7 @@ class CalibrationOptions:
     target: str = "tensorrt"
     select_samples: int = 8
     select_min_gain_db: float = 0.1
+    select_budget: float | None = 0.5
     warn_below_db: float = 12.5
     bias_correction: bool = True
     show_progress: bool = True
@@ -79,6 +85,8 @@ class CalibrationOptions:
                                     f"{', '.join(CALIBRATION_METHODS)}.")
         if self.select_samples < 1:
             raise InvalidInputError("select_samples must be >= 1.")
+        if self.select_budget is not None and not self.select_budget > 0:
+            raise InvalidInputError(f"select_budget must be > 0, got {self.select_budget}.")
         if self.scope not in SCOPES:
             raise InvalidInputError(f"scope must be one of {SCOPES}, got '{self.scope}'.")
         if self.num_bins < 256:
@@ -210,8 +218,11 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     if coll.channel_means:
         settings["channel_means"] = {t: [float(v) for v in m] for t, m in coll.channel_means.items()}
     if opt.method == "auto":
+        feeds, outputs = scored_batches(coll.kept_feeds, coll.kept_outputs, coll.num_samples,
+                                        expected_evaluations(model, names), opt.select_samples,
+                                        opt.select_budget)
         with stage(f"choosing methods ({', '.join(AUTO_CANDIDATES)})"):
-            chosen, report = select_methods(model, candidates, coll.kept_feeds, coll.kept_outputs,
+            chosen, report = select_methods(model, candidates, feeds, outputs,
                                             opt.placement(), min_gain_db=opt.select_min_gain_db,
                                             max_batch=batch, channel_means=coll.channel_means)
         settings["auto_selection"] = report.to_dict()

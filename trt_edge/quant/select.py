@@ -81,6 +81,51 @@ def tensor_groups(model: onnx.ModelProto, tensors: Sequence[str]) -> dict[str, l
     return groups
 
 
+def expected_evaluations(model: onnx.ModelProto, tensors: Sequence[str], max_alternatives: int = 2,
+                         methods: int = len(AUTO_CANDIDATES)) -> int:
+    """The most scoring runs :func:`select_methods` makes: every method on the whole model, then
+    up to ``max_alternatives`` others on each tensor group."""
+    return methods + max_alternatives * len(tensor_groups(model, tensors))
+
+
+def _samples(feed: Mapping[str, np.ndarray]) -> int:
+    first = np.asarray(next(iter(feed.values()))) if feed else np.zeros(())
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def scored_batches(feeds: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]],
+                   collected: int, evaluations: int, max_samples: int,
+                   budget: float | None, min_values: int = 1000) -> tuple[list[Mapping[str, np.ndarray]], list[Mapping[str, np.ndarray]]]:
+    """The first whole batches of the kept ones to score on: at least ``k`` samples, where ``k``
+    keeps ``k * evaluations`` within ``budget * collected`` (at least one batch, at most
+    ``max_samples`` samples' worth, and at least enough samples for ``min_values`` float output
+    values; ``budget`` None: ``max_samples``). Why: scoring runs the model ``evaluations`` times on the scored
+    samples, so 8 samples x ~20 evaluations of a batch-1 transformer cost more forward passes than
+    collecting 64 samples did; on such models one or two samples already carry thousands of output
+    values to compare (MobileNetV2: 1,000 logits each, MiniLM: 128 x 384)."""
+    k = max_samples
+    if budget is not None and feeds:
+        k_budget = math.ceil(budget * collected / max(evaluations, 1))
+        # ... but never so few that the score rests on a handful of numbers (MNIST: 10 logits a sample)
+        per_sample = sum(np.asarray(v).size for v in reference[0].values()
+                         if np.asarray(v).dtype.kind == "f") / max(_samples(feeds[0]), 1)
+        k_values = math.ceil(min_values / max(per_sample, 1.0))
+        k = max(1, min(max_samples, max(k_budget, k_values)))
+    out_f: list[Mapping[str, np.ndarray]] = []
+    out_r: list[Mapping[str, np.ndarray]] = []
+    seen = 0
+    for f, r in zip(feeds, reference):
+        if seen >= k:
+            break
+        out_f.append(f)
+        out_r.append(r)
+        seen += _samples(f)
+    if len(out_f) < len(feeds):
+        log.debug("auto: scoring on %d of the %d kept samples (budget %.2f of %d collected, %d evaluations)",
+                  seen, sum(_samples(f) for f in feeds), budget, collected, evaluations)
+    return out_f, out_r
+
+
 def output_sqnr_db(outputs: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]]) -> float:
     """Mean over the float graph outputs of SQNR (dB) against ``reference``, batches pooled."""
     names = [n for n, v in reference[0].items() if np.asarray(v).dtype.kind == "f"]
