@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 import urllib.request
@@ -37,8 +38,9 @@ def _wait(pred, timeout=60.0):
     return False
 
 
-def test_signed_repository_hot_reload_rollback_and_drift(tmp_path, cnn_versions, reference):
+def test_signed_repository_hot_reload_rollback_and_drift(tmp_path, cnn_versions, reference, caplog):
     from trt_edge.serve import BackgroundServer, ServeOptions
+    caplog.set_level(logging.INFO, logger="trt_edge")
     import tritonclient.http.aio as aioclient
 
     v1_onnx, v2_onnx = cnn_versions
@@ -126,6 +128,11 @@ def test_signed_repository_hot_reload_rollback_and_drift(tmp_path, cnn_versions,
                 ok = await asyncio.to_thread(_wait, lambda: reg.active_version("m") == 2)
                 assert ok, "the registry was not rolled back"
                 assert await infer_once() == 2
+                # the rollback rewrote registry.json: the poller must not take its own write for a change
+                await asyncio.sleep(1.0)   # 5 polls
+                msgs = [r.getMessage() for r in caplog.records]
+                last = max(i for i, m in enumerate(msgs) if "rolled back from version 3 to 2" in m)
+                assert not any("model 'm' changed, reloading" in m for m in msgs[last + 1:]), msgs[last:]
                 events = [(e["event"], e.get("version")) for e in reg.audit.entries()]
                 assert ("refuse", 3) in events
 

@@ -134,11 +134,15 @@ class Service:
                         continue
                     seen[name] = stamp
                     log.info("repository poll: model '%s' changed, reloading", name)
-                    await self._reload(name)
+                    if await self._reload(name):
+                        # our own rollback rewrote NAME/registry.json: not a change to act on (the
+                        # versions serving are the ones it now names)
+                        seen[name] = self.repository.fingerprint(name)
             except Exception:  # noqa: BLE001 - the poller must survive a folder changing under it
                 log.exception("repository poll failed; retrying in %.1fs", self.options.repository_poll_secs)
 
-    async def _reload(self, name: str) -> None:
+    async def _reload(self, name: str) -> bool:
+        """Reload ``name``; True when a refused version made us roll the registry back."""
         entry = self.repository.entry(name)
         serving = sorted(entry.versions, key=int) if entry is not None else []
         try:
@@ -149,9 +153,10 @@ class Service:
             active = self.repository.registry_active(name)
             if active is not None and serving and str(active) not in serving:
                 from ..registry.store import Registry  # noqa: PLC0415
-                Registry(self.options.model_repository).roll_back_if_active(name, active, int(serving[-1]))
+                return Registry(self.options.model_repository).roll_back_if_active(name, active, int(serving[-1]))
         except Exception:  # noqa: BLE001 - the poller must survive anything
             log.exception("hot reload of model '%s' failed unexpectedly", name)
+        return False
 
     async def shutdown(self, timeout_s: float = 30.0) -> None:
         self.draining = True
