@@ -294,11 +294,11 @@ def mse_amax(hist: AbsHistogram, levels: int = INT8_MAX, max_candidates: int = 5
     Each histogram bin is represented by its centre; for a threshold ``t`` the
     error of a value ``c`` is ``(clip(round(c / s), 0, levels) * s - c)^2`` with
     ``s = t / levels``. Candidates are bin edges from ``levels`` bins upwards, searched
-    coarse to fine: ``sqrt(max_candidates)``-ish evenly spread edges first, then every edge
-    (at most ``max_candidates`` evenly spread) between the neighbours of the best coarse one.
-    The error curve is smooth at the coarse spacing (clipping error falls, rounding error grows
-    with ``t``), so this finds the same minimum as the full grid at an eighth of the cost, which
-    matters because ``auto`` computes it for every tensor.
+    coarse to fine: 64 evenly spread edges first, then every edge (at most ``max_candidates``,
+    evenly spread) between the neighbours of the best coarse one. The error curve is smooth at
+    the coarse spacing (clipping error falls, rounding error grows with ``t``): on MobileNetV2's
+    64 activations the chosen error is within -0.3%..+0.2% of a 512-edge grid's, in 40% of its
+    time, which matters because ``auto`` computes it for every tensor.
     """
     if hist.counts.size == 0:
         return MIN_AMAX

@@ -93,16 +93,19 @@ def _samples(feed: Mapping[str, np.ndarray]) -> int:
     return int(first.shape[0]) if first.ndim else 1
 
 
+Feeds = list[Mapping[str, np.ndarray]]
+
+
 def scored_batches(feeds: Sequence[Mapping[str, np.ndarray]], reference: Sequence[Mapping[str, np.ndarray]],
-                   collected: int, evaluations: int, max_samples: int,
-                   budget: float | None, min_values: int = 1000) -> tuple[list[Mapping[str, np.ndarray]], list[Mapping[str, np.ndarray]]]:
+                   collected: int, evaluations: int, max_samples: int, budget: float | None,
+                   min_values: int = 1000) -> tuple[Feeds, Feeds]:
     """The first whole batches of the kept ones to score on: at least ``k`` samples, where ``k``
-    keeps ``k * evaluations`` within ``budget * collected`` (at least one batch, at most
-    ``max_samples`` samples' worth, and at least enough samples for ``min_values`` float output
-    values; ``budget`` None: ``max_samples``). Why: scoring runs the model ``evaluations`` times on the scored
-    samples, so 8 samples x ~20 evaluations of a batch-1 transformer cost more forward passes than
-    collecting 64 samples did; on such models one or two samples already carry thousands of output
-    values to compare (MobileNetV2: 1,000 logits each, MiniLM: 128 x 384)."""
+    keeps ``k * evaluations`` within ``budget * collected``, but at least enough samples for
+    ``min_values`` float output values, at least one batch and at most ``max_samples`` samples
+    (``budget`` None: ``max_samples``). Why: scoring runs the model ``evaluations`` times on the
+    scored samples, so 8 samples x ~20 evaluations of a batch-1 transformer cost more forward
+    passes than collecting 64 samples did; on such models one or two samples already carry
+    thousands of output values to compare (MobileNetV2: 1,000 logits each, MiniLM: 128 x 384)."""
     k = max_samples
     if budget is not None and feeds:
         k_budget = math.ceil(budget * collected / max(evaluations, 1))
@@ -111,8 +114,8 @@ def scored_batches(feeds: Sequence[Mapping[str, np.ndarray]], reference: Sequenc
                          if np.asarray(v).dtype.kind == "f") / max(_samples(feeds[0]), 1)
         k_values = math.ceil(min_values / max(per_sample, 1.0))
         k = max(1, min(max_samples, max(k_budget, k_values)))
-    out_f: list[Mapping[str, np.ndarray]] = []
-    out_r: list[Mapping[str, np.ndarray]] = []
+    out_f: Feeds = []
+    out_r: Feeds = []
     seen = 0
     for f, r in zip(feeds, reference):
         if seen >= k:
