@@ -156,3 +156,26 @@ def test_mnist_training_is_deterministic(mnist_split):
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(pa, pb), name
+
+
+def test_constants_convert_on_read_and_behave_like_a_dict():
+    """The plan's constant lookup converts a weight only when asked (a transformer's 90 MB of
+    weights were converted on every plan), with dict semantics for what the plan uses."""
+    from onnx import numpy_helper as nh
+
+    from trt_edge.quant.qdq import _constants
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    nodes = [helper.make_node("Constant", [], ["c"], value=nh.from_array(np.array([2.0], np.float32))),
+             helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Mul", ["y0", "c"], ["y"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [nh.from_array(w, "w")]))
+    consts = _constants(model)
+    assert len(dict.keys(consts)) == 0                      # nothing converted yet
+    assert "w" in consts and "c" in consts and "x" not in consts
+    np.testing.assert_array_equal(consts["w"], w)
+    assert consts.get("c").tolist() == [2.0] and consts.get("x") is None
+    consts["b"] = np.zeros(3, np.float32)                   # the bias-correction path adds entries
+    assert "b" in consts
+    with pytest.raises(KeyError):
+        consts["x"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -273,14 +273,36 @@ def _node_names(model: onnx.ModelProto) -> None:
             used.add(name)
 
 
+class _Constants(dict):  # type: ignore[type-arg]
+    """The model's constant tensors (initializers, ``Constant`` values) by name, converted to
+    NumPy only when read: the plan asks about a few dozen of them, and converting all of a
+    transformer's 90 MB of weights up front cost ~0.25 s each time a plan was made."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        self._protos: dict[str, onnx.TensorProto] = {i.name: i for i in model.graph.initializer}
+        for n in model.graph.node:
+            if n.op_type == "Constant" and n.output:
+                for a in n.attribute:
+                    if a.name == "value":
+                        self._protos[n.output[0]] = a.t
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self._protos
+
+    def __missing__(self, name: str) -> np.ndarray:
+        if name not in self._protos:
+            raise KeyError(name)
+        value = numpy_helper.to_array(self._protos[name])
+        self[name] = value
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self else default
+
+
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output:
-            for a in n.attribute:
-                if a.name == "value":
-                    out[n.output[0]] = numpy_helper.to_array(a.t)
-    return out
+    return _Constants(model)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -744,10 +766,11 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     g.node.extend(ordered)
     g.initializer.extend(new_inits)
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    dropped = init_names - {i.name for i in keep}
+    # delete the dead ones in place: re-adding the kept ones would copy every weight again
+    # (protobuf's extend copies messages; ~0.15 s on a 90 MB transformer)
+    for k in reversed([k for k, i in enumerate(g.initializer) if i.name not in used]):
+        del g.initializer[k]
+    dropped = init_names - {i.name for i in g.initializer}
     if dropped:
         real_inputs = [i for i in g.input if i.name not in dropped]
         del g.input[:]
