@@ -12,12 +12,9 @@ PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "cat", 
           "immunohistochemistry", "retina", "colorwheel", "logo", "page", "camera", "horse")
 
 
-def preprocess(image: np.ndarray, size: int = 224, resize: int = 256) -> np.ndarray:
-    """HWC image (uint8 or float, gray or RGB[A]) -> normalised float32 [3, size, size].
-
-    Resize the short side to ``resize``, centre-crop ``size``, scale to [0, 1],
-    normalise with ImageNet mean/std (torchvision's classification recipe).
-    """
+def _rgb01_short_side(image: np.ndarray, resize: int, at_least: int) -> np.ndarray:
+    """HWC image (uint8 or float, gray or RGB[A]) -> float32 RGB in [0, 1], the short side
+    resized to ``resize`` (neither side below ``at_least``)."""
     transform = require("skimage.transform", "image preprocessing (pip install scikit-image)")
     img = np.asarray(image)
     if img.ndim == 2:
@@ -31,12 +28,25 @@ def preprocess(image: np.ndarray, size: int = 224, resize: int = 256) -> np.ndar
             img = img / 255.0
     h, w = img.shape[:2]
     scale = resize / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    img = transform.resize(img, (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    img = img[top:top + size, left:left + size]
+    nh, nw = max(at_least, round(h * scale)), max(at_least, round(w * scale))
+    return transform.resize(img, (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
+
+
+def _normalised_chw(img: np.ndarray) -> np.ndarray:
     img = (img - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+
+
+def preprocess(image: np.ndarray, size: int = 224, resize: int = 256) -> np.ndarray:
+    """HWC image (uint8 or float, gray or RGB[A]) -> normalised float32 [3, size, size].
+
+    Resize the short side to ``resize``, centre-crop ``size``, scale to [0, 1],
+    normalise with ImageNet mean/std (torchvision's classification recipe).
+    """
+    img = _rgb01_short_side(image, resize, size)
+    nh, nw = img.shape[:2]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return _normalised_chw(img[top:top + size, left:left + size])
 
 
 def imagenet_photos(names: tuple[str, ...] = PHOTOS) -> tuple[np.ndarray, list[str]]:
@@ -83,7 +93,6 @@ def photo_crops(names: tuple[str, ...], per_photo: int, seed: int = 0, size: int
         img = _load_photo(data, name)
         if img is None:
             continue
-        h, w = img.shape[:2]
         for _ in range(per_photo):
             resize = int(rng.integers(size, int(size * 1.7) + 1))
             full = preprocess_uncropped(img, resize)
@@ -94,23 +103,9 @@ def photo_crops(names: tuple[str, ...], per_photo: int, seed: int = 0, size: int
                 crop = crop[:, :, ::-1]
             crops.append(np.ascontiguousarray(crop))
             sources.append(name)
-        del h, w
     return np.stack(crops).astype(np.float32), sources
 
 
 def preprocess_uncropped(image: np.ndarray, resize: int) -> np.ndarray:
     """HWC image -> normalised float32 [3, H', W'] with the short side resized to ``resize``."""
-    transform = require("skimage.transform", "image preprocessing (pip install scikit-image)")
-    img = np.asarray(image)
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    img = img[..., :3]
-    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    if img.max() > 1.0:
-        img = img / 255.0
-    h, w = img.shape[:2]
-    scale = resize / min(h, w)
-    nh, nw = max(resize, round(h * scale)), max(resize, round(w * scale))
-    img = transform.resize(img, (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
-    img = (img - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+    return _normalised_chw(_rgb01_short_side(image, resize, resize))
