@@ -89,6 +89,7 @@ def expected_evaluations(model: onnx.ModelProto, tensors: Sequence[str], max_alt
 
 
 def _samples(feed: Mapping[str, np.ndarray]) -> int:
+    """Samples in a feed: its first input's leading dimension (1 for a scalar input)."""
     first = np.asarray(next(iter(feed.values()))) if feed else np.zeros(())
     return int(first.shape[0]) if first.ndim else 1
 
@@ -169,12 +170,9 @@ def _merge_batches(feeds: Sequence[Mapping[str, np.ndarray]],
                                                  and np.shape(i[k])[0] == np.shape(next(iter(i.values())))[0]
                                                  for k in first) for i in items)
 
-    def batch(feed: Mapping[str, np.ndarray]) -> int:
-        return int(np.shape(next(iter(feed.values())))[0])
-
     # outputs must carry the batch on axis 0 too (a per-batch statistic output would not stack)
     if not (stackable(feeds) and stackable(reference)) or \
-            any(np.shape(v)[0] != batch(f) for f, r in zip(feeds, reference) for v in r.values()):
+            any(np.shape(v)[0] != _samples(f) for f, r in zip(feeds, reference) for v in r.values()):
         return [dict(f) for f in feeds], [dict(r) for r in reference]
     def merge(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {k: np.concatenate([np.asarray(i[k]) for i in items]) for k in items[0]}
@@ -264,8 +262,7 @@ def select_methods(model: onnx.ModelProto, candidates: Mapping[str, Mapping[str,
             choice.update({t: trial_method for t in members})
             overrides[group] = trial_method
             best = trial_best
-    samples = sum(int(np.asarray(next(iter(f.values()))).shape[0]) if np.asarray(next(iter(f.values()))).ndim
-                  else 1 for f in feeds)
-    report = SelectionReport(base, overrides, whole, trials, best, samples, evaluations, time.perf_counter() - t0)
+    report = SelectionReport(base, overrides, whole, trials, best, sum(_samples(f) for f in feeds), evaluations,
+                             time.perf_counter() - t0)
     log.info("%s", report.summary())
     return choice, report
