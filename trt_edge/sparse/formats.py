@@ -35,8 +35,30 @@ BLOCK_SHAPES: tuple[tuple[int, int], ...] = ((1, 4), (1, 8), (2, 2), (2, 4), (4,
 _VALUE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
+class _CompressedArrays:
+    """What the layouts share: row pointers, column indices and the stored values."""
+
+    row_ptr: np.ndarray
+    col_idx: np.ndarray
+    values: np.ndarray
+
+    @property
+    def nnz(self) -> int:
+        """Non-zero entries (every stored value, for the element-wise layouts)."""
+        return int(self.values.size)
+
+    @property
+    def stored(self) -> int:
+        """Number of stored values (== nnz for CSR; whole blocks for BSR)."""
+        return int(self.values.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.row_ptr.nbytes + self.col_idx.nbytes + self.values.nbytes)
+
+
 @dataclasses.dataclass(frozen=True)
-class CsrWeight:
+class CsrWeight(_CompressedArrays):
     shape: tuple[int, int]
     row_ptr: np.ndarray
     col_idx: np.ndarray
@@ -45,25 +67,12 @@ class CsrWeight:
     format = "csr"
     block = (1, 1)
 
-    @property
-    def nnz(self) -> int:
-        return int(self.values.size)
-
-    @property
-    def stored(self) -> int:
-        """Number of stored values (== nnz for CSR)."""
-        return int(self.values.size)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.row_ptr.nbytes + self.col_idx.nbytes + self.values.nbytes)
-
     def astype(self, dtype: np.dtype | type) -> "CsrWeight":
         return dataclasses.replace(self, values=self.values.astype(dtype))
 
 
 @dataclasses.dataclass(frozen=True)
-class BsrWeight:
+class BsrWeight(_CompressedArrays):
     shape: tuple[int, int]
     block: tuple[int, int]
     row_ptr: np.ndarray
@@ -78,16 +87,8 @@ class BsrWeight:
         return int(np.count_nonzero(self.values))
 
     @property
-    def stored(self) -> int:
-        return int(self.values.size)
-
-    @property
     def num_blocks(self) -> int:
         return int(self.values.shape[0])
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.row_ptr.nbytes + self.col_idx.nbytes + self.values.nbytes)
 
     def astype(self, dtype: np.dtype | type) -> "BsrWeight":
         return dataclasses.replace(self, values=self.values.astype(dtype))
@@ -98,7 +99,7 @@ MAX_PANEL_COLS = 65536
 
 
 @dataclasses.dataclass(frozen=True)
-class PackedCsrWeight:
+class PackedCsrWeight(_CompressedArrays):
     """CSR in column panels with uint16 in-panel column indices (CPU kernels only).
 
     ``row_ptr`` is ``[P, N+1]`` int32 of global offsets into ``col_idx``/``values``: panel
@@ -119,18 +120,6 @@ class PackedCsrWeight:
     @property
     def num_panels(self) -> int:
         return int(self.row_ptr.shape[0])
-
-    @property
-    def nnz(self) -> int:
-        return int(self.values.size)
-
-    @property
-    def stored(self) -> int:
-        return int(self.values.size)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.row_ptr.nbytes + self.col_idx.nbytes + self.values.nbytes)
 
 
 SparseWeight = Union[CsrWeight, BsrWeight]
