@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,18 @@ from ..onnx_io import TensorSpec, check_array
 log = logging.getLogger(__name__)
 
 Feed = Mapping[str, np.ndarray]
+T = TypeVar("T")
+
+
+def validate_each(feeds: Sequence[Any], validate: Callable[[Any], T]) -> list[T]:
+    """Every feed of a batch validated before any runs; a bad one is named by its position."""
+    checked = []
+    for i, f in enumerate(feeds):
+        try:
+            checked.append(validate(f))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"Feed #{i} of the batch: {exc}") from exc
+    return checked
 
 
 class Runner(abc.ABC):
@@ -248,12 +260,7 @@ class Runner(abc.ABC):
         self._check_active()
         if num_threads < 1:
             raise InvalidInputError(f"num_threads must be >= 1, got {num_threads}.")
-        checked = []
-        for i, f in enumerate(feeds):
-            try:
-                checked.append(self.validate_inputs(f))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"Feed #{i} of the batch: {exc}") from exc
+        checked = validate_each(feeds, self.validate_inputs)
         if num_threads == 1 or len(checked) <= 1:
             return [self.infer(f, check_inputs=False)
                     for f in progress(checked, len(checked), f"{self.name}: inference",

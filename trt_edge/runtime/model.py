@@ -27,7 +27,7 @@ import onnx
 
 from ..errors import InvalidInputError, RunnerError
 from ..log import progress
-from .base import Runner, RunnerSlot
+from .base import Runner, RunnerSlot, validate_each
 from .identity import BackendInfo, ModelIdentity, backend_info_for, identity_of
 from .pool import InstancePool, PoolStats
 from .signature import ModelSignature, signature_from_specs
@@ -225,12 +225,7 @@ class Model:
         Every feed is validated first, so a bad feed fails before any work runs;
         the model's own worker threads run them (no threads are made per call).
         """
-        checked = []
-        for i, f in enumerate(feeds):
-            try:
-                checked.append(self.validate(f))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"Feed #{i} of the batch: {exc}") from exc
+        checked = validate_each(feeds, self.validate)
         if self.instances == 1 or len(checked) <= 1:
             return [self.infer(f, timeout=timeout, check_inputs=False)
                     for f in progress(checked, len(checked), f"{self.name}: inference", enabled=show_progress)]
