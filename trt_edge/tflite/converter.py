@@ -87,42 +87,36 @@ def _need_4d(e: Emitter, idx: int, what: str) -> tuple[int, ...]:
 
 
 # ---- convolution and pooling ------------------------------------------------------
-@converter("CONV_2D")
-def _conv2d(e: Emitter, op: TflOperator) -> None:
-    o = op.options("Conv2DOptions")
+def _emit_conv(e: Emitter, op: TflOperator, o: Any, what: str, perm: tuple[int, ...],
+               group_of: Callable[[int, int], int]) -> None:
+    """CONV_2D and DEPTHWISE_CONV_2D: an ONNX Conv with TFLite's SAME/VALID pads, the weight
+    permuted by ``perm``, the group from (input channels, weight's last dim)."""
     x, w, b = op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else -1
-    n, h, wd, cin = _need_4d(e, x, "CONV_2D")
-    co, kh, kw, ci = e.tensor(w).shape
-    group = cin // ci
+    n, h, wd, cin = _need_4d(e, x, what)
+    _, kh, kw, wlast = e.tensor(w).shape
     pads = _same_pads((h, wd), (kh, kw), (o.StrideH(), o.StrideW()), (o.DilationHFactor(), o.DilationWFactor()),
                       o.Padding())
-    ins = [e.get(x, NCHW), e.weight(w, NHWC_TO_NCHW)]
+    ins = [e.get(x, NCHW), e.weight(w, perm)]
     bias = e.bias(b)
     if bias:
         ins.append(bias)
     out = e.node("Conv", ins, _clean(e.tensor(op.outputs[0]).name), kernel_shape=[kh, kw],
                  strides=[o.StrideH(), o.StrideW()], dilations=[o.DilationHFactor(), o.DilationWFactor()],
-                 pads=pads, group=group)[0]
+                 pads=pads, group=group_of(cin, wlast))[0]
     e.emit(op, op.outputs[0], out, NCHW, o.FusedActivationFunction())
+
+
+@converter("CONV_2D")
+def _conv2d(e: Emitter, op: TflOperator) -> None:
+    # TFLite [CO, KH, KW, CI] -> ONNX [CO, CI, KH, KW]; grouped when the input has more channels
+    _emit_conv(e, op, op.options("Conv2DOptions"), "CONV_2D", NHWC_TO_NCHW, lambda cin, ci: cin // ci)
 
 
 @converter("DEPTHWISE_CONV_2D")
 def _depthwise(e: Emitter, op: TflOperator) -> None:
-    o = op.options("DepthwiseConv2DOptions")
-    x, w, b = op.inputs[0], op.inputs[1], op.inputs[2] if len(op.inputs) > 2 else -1
-    n, h, wd, cin = _need_4d(e, x, "DEPTHWISE_CONV_2D")
-    _, kh, kw, _ = e.tensor(w).shape
-    pads = _same_pads((h, wd), (kh, kw), (o.StrideH(), o.StrideW()), (o.DilationHFactor(), o.DilationWFactor()),
-                      o.Padding())
-    # TFLite [1, KH, KW, C*M] -> ONNX [C*M, 1, KH, KW]; per-channel axis 3 -> 0.
-    ins = [e.get(x, NCHW), e.weight(w, (3, 0, 1, 2))]
-    bias = e.bias(b)
-    if bias:
-        ins.append(bias)
-    out = e.node("Conv", ins, _clean(e.tensor(op.outputs[0]).name), kernel_shape=[kh, kw],
-                 strides=[o.StrideH(), o.StrideW()], dilations=[o.DilationHFactor(), o.DilationWFactor()],
-                 pads=pads, group=cin)[0]
-    e.emit(op, op.outputs[0], out, NCHW, o.FusedActivationFunction())
+    # TFLite [1, KH, KW, C*M] -> ONNX [C*M, 1, KH, KW]; per-channel axis 3 -> 0; one group per channel
+    _emit_conv(e, op, op.options("DepthwiseConv2DOptions"), "DEPTHWISE_CONV_2D", (3, 0, 1, 2),
+               lambda cin, _: cin)
 
 
 def _transpose_conv(e: Emitter, op: TflOperator, x: int, w: int, b: int, padding: int, stride_hw: tuple[int, int],
