@@ -87,3 +87,58 @@ def test_kernel_rejects_bad_arguments_and_non_contiguous_falls_back(kernel, fres
     assert not counts.any()  # nothing written on a rejected call
     assert not kernel.abs_histogram_f32(x[::2], np.float32(1.0), counts)  # strided: the NumPy path takes it
     assert not kernel.abs_histogram_f32(x.astype(np.float64), np.float32(1.0), counts)
+
+
+def test_abs_max_and_channel_sums_in_one_read(kernel, fresh_rng):
+    """max |x| exactly, channel sums to float64 accuracy; a NaN/inf batch is refused (None) and
+    leaves the sums untouched, so the caller's NumPy path handles it."""
+    for shape, axis in (((2, 5, 7, 9), 1), ((3, 17), 1), ((4, 6, 11), 2), ((4, 6, 11), 0), ((1, 96, 56, 56), 1)):
+        x = (fresh_rng.standard_normal(shape) * fresh_rng.uniform(0.01, 100)).astype(np.float32)
+        sums = np.zeros(shape[axis])
+        assert kernel.abs_max_channel_sums_f32(x, axis, sums) == float(np.abs(x).max())
+        others = tuple(i for i in range(x.ndim) if i != axis)
+        np.testing.assert_allclose(sums, np.sum(x, axis=others, dtype=np.float64), rtol=1e-12,
+                                   atol=1e-12 * float(np.abs(x).sum()))
+        assert kernel.abs_max_channel_sums_f32(x) == float(np.abs(x).max())  # max only
+    x = fresh_rng.standard_normal((2, 3, 4)).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[1, 2, 3] = bad
+        sums = np.ones(3)
+        assert kernel.abs_max_channel_sums_f32(y, 1, sums) is None
+        np.testing.assert_array_equal(sums, 1.0)
+        assert kernel.abs_max_channel_sums_f32(y) is None
+    big = np.full(8, 3e38, np.float32)  # finite values whose float32 sum would overflow: still finite here
+    assert kernel.abs_max_channel_sums_f32(big, 0, np.zeros(8)) == pytest.approx(3e38, rel=1e-7)
+    assert kernel.abs_max_channel_sums_f32(x[:, ::2]) is None  # strided: the NumPy path takes it
+    assert kernel.abs_max_channel_sums_f32(x, 1, np.zeros(4)) is None  # wrong sums length
+
+
+def test_collection_fold_is_the_same_with_and_without_the_kernel(kernel, fresh_rng, monkeypatch):
+    """The collection pass's per-batch fold (histograms, maxes, channel means): native = NumPy."""
+    from trt_edge.quant.collect import _HistogramWorker
+    names = ["conv_in", "act", "flat"]
+    batches = [[fresh_rng.standard_normal((2, 8, 6, 6)).astype(np.float32) * s,
+                np.maximum(fresh_rng.standard_normal((2, 5, 4)), 0).astype(np.float32) * s,
+                fresh_rng.standard_normal((2, 12)).astype(np.float32)] for s in (0.5, 3.0, 1.0)]
+    batches[1][1][0, 0, 0] = np.nan
+
+    def fold(histograms: bool, native_on: bool):
+        with monkeypatch.context() as m:
+            m.setenv("TRT_EDGE_CALIB_NATIVE", "1" if native_on else "0")
+            hists = {n: AbsHistogram(2048) for n in names}
+            maxes = {n: 0.0 for n in names}
+            w = _HistogramWorker(hists, maxes, histograms, threaded=False, channel_axes={"conv_in": 1, "flat": 1})
+            for outs in batches:
+                w._fold(names, outs)
+            return hists, maxes, w
+
+    for histograms in (True, False):
+        (ha, ma, wa), (hb, mb, wb) = fold(histograms, True), fold(histograms, False)
+        for n in names:
+            np.testing.assert_array_equal(ha[n].counts, hb[n].counts)
+            assert (ha[n].amax, ha[n].total, ha[n].nonfinite) == (hb[n].amax, hb[n].total, hb[n].nonfinite)
+        assert ma == mb
+        assert wa.rows == wb.rows == {"conv_in": 3 * 2 * 36, "flat": 3 * 2}
+        for n in ("conv_in", "flat"):
+            np.testing.assert_allclose(wa.sums[n], wb.sums[n], rtol=1e-12, atol=1e-9)

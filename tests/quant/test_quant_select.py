@@ -213,3 +213,41 @@ def test_scoring_budget_scores_fewer_large_samples_deterministically():
     assert scored_batches(big, [{"y": np.zeros((64, 2), np.float32)}], 512, 10, 8, 0.5)[0][0]["x"].shape[0] == 64
     with pytest.raises(InvalidInputError, match="select_budget"):
         CalibrationOptions(select_budget=0)
+
+
+def test_concurrent_scoring_chooses_as_one_thread_does(rng):
+    """Scoring runs two evaluations at once (one ONNX Runtime thread each): the same choice and,
+    within float noise, the same scores as one evaluation at a time; the probe session can be
+    built beforehand (calibrate builds it on a thread) and handed in."""
+    from trt_edge.quant.select import ScoringSession, select_methods
+    model = _spiky_input_model(rng)
+    x = _spiky_data(rng, 64)
+    opts = QuantizeOptions(check_model_hash=False)
+    tensors = tensors_to_calibrate(model, opts)
+    candidates = {m: {t: float(a) for t, a in zip(tensors, rng.uniform(0.2, 4.0, len(tensors)))}
+                  for m in AUTO_CANDIDATES}
+    feeds = [{"x": x[:32]}, {"x": x[32:]}]
+    reference = [dict(zip(["y"], _session(model).run(None, f))) for f in feeds]
+    one = select_methods(model, candidates, feeds, reference, opts, max_batch=32, threads=1)
+    session = ScoringSession(model, opts, None, threads=2)
+    assert session.threads == 2
+    two = select_methods(model, candidates, feeds, reference, max_batch=32, scoring=session)
+    assert one[0] == two[0]
+    assert one[1].evaluations == two[1].evaluations
+    for m, db in one[1].whole_model_db.items():
+        assert two[1].whole_model_db[m] == pytest.approx(db, abs=1e-3)
+    assert two[1].final_db == pytest.approx(one[1].final_db, abs=1e-3)
+    assert session.run_all([]) == []
+
+
+def test_planning_view_copies_only_when_it_must(rng):
+    from trt_edge.quant.qdq import planning_view
+    model = _concat_model(rng)
+    assert planning_view(model) is model  # named nodes at opset 17: read in place, no copy of the weights
+    unnamed = onnx.ModelProto()
+    unnamed.CopyFrom(model)
+    unnamed.graph.node[0].name = ""
+    view = planning_view(unnamed)
+    assert view is not unnamed and all(n.name for n in view.graph.node)
+    assert unnamed.graph.node[0].name == ""  # the caller's model is left as it was
+    assert tensors_to_calibrate(unnamed) == tensors_to_calibrate(model)

@@ -11,16 +11,16 @@ from typing import Iterable
 import numpy as np
 import onnx
 
-from ..artifacts import sha256_bytes
+from ..artifacts import sha256_bytes, tool_versions
 from ..errors import CalibrationError, InvalidInputError
 from ..log import stage
 from .collect import collect_histograms, float_activations
 from .methods import METHODS, compute_amax
 from .batching import fixed_batch, for_model
-from .qdq import (QuantizeOptions, bias_correction_inputs, find_existing_quantization, refuse_activation_qdq,
-                  tensors_to_calibrate, upgrade_opset)
+from .qdq import (QuantizeOptions, bias_correction_inputs, find_existing_quantization, plan_qdq, planning_view,
+                  refuse_activation_qdq, upgrade_opset)
 from .ranges import CalibrationResult, TensorRange
-from .select import AUTO_CANDIDATES, expected_evaluations, scored_batches, select_methods
+from .select import AUTO_CANDIDATES, ScoringSession, expected_evaluations, scored_batches, select_methods
 
 log = logging.getLogger(__name__)
 SCOPES = ("qdq", "all")
@@ -166,84 +166,103 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     # the same way); the converted model is what runs.
     original = model
     model, converted_from = upgrade_opset(model)
+    view = planning_view(model)
+    plan = plan_qdq(view, opt.placement())  # one plan serves the tensor list and bias correction's
     if opt.scope == "qdq":
-        tensors = tensors_to_calibrate(model, opt.placement())
+        tensors = plan.activation_tensors()
     else:
         skip = existing.dequantized_weights
         tensors = [t for t in float_activations(model) if t not in skip]
     if not tensors:
         raise CalibrationError("The model has no float activations to calibrate.")
-    channel_axes = {t: a for t, a in bias_correction_inputs(model, opt.placement()).items() if t in set(tensors)} \
+    channel_axes = {t: a for t, a in bias_correction_inputs(view, plan=plan).items() if t in set(tensors)} \
         if opt.bias_correction else {}
     # One serialization serves both the model hash (the same bytes
     # canonical_model_hash hashes) and the calibration session; the hash runs on
     # a thread (hashlib releases the GIL) while ONNX Runtime works.
     serialized = [model.SerializeToString(deterministic=True)]
-    with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
-        model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
-                                 else original.SerializeToString(deterministic=True))
-        with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
-            # pop(): collect_histograms gets the only reference and frees the bytes
-            # once its session is built (a large model is not held twice while it runs)
-            coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
-                                      histograms=opt.method != "max", max_samples=opt.max_samples,
-                                      show_progress=opt.show_progress, serialized=serialized.pop(),
-                                      keep_samples=opt.select_samples if opt.method == "auto" else 0,
-                                      channel_axes=channel_axes)
-        canonical_hash = model_hash.result()
-    ranges: dict[str, TensorRange] = {}
-    methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
-    names = list(coll.histograms)
-    with stage("computing ranges"):
-        def amax_of(job: tuple[str, str]) -> float:
-            method, name = job
-            return compute_amax(coll.histograms[name], method, percentile=opt.percentile,
-                                num_quant_bins=opt.num_quant_bins)
+    # auto's scoring session (the Q/DQ probe: ~0.9 s to build on MiniLM) needs the model and the
+    # bias-correction means, not the ranges: it is built on a thread, during the collection pass
+    # when no means are needed (its cores are not all busy at batch 1), else while the candidate
+    # ranges are computed
+    probe_pool = concurrent.futures.ThreadPoolExecutor(1, "trt_edge-probe") if opt.method == "auto" else None
+    scoring = probe_pool.submit(ScoringSession, model, opt.placement(), None, _cpu_count()) \
+        if probe_pool is not None and not channel_axes else None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
+            model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
+                                     else original.SerializeToString(deterministic=True))
+            # the result's provenance reads ~20 packages' metadata (~20 ms, cached per process): here,
+            # beside ONNX Runtime, not on the critical path after it
+            pool.submit(tool_versions)
+            with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
+                # pop(): collect_histograms gets the only reference and frees the bytes
+                # once its session is built (a large model is not held twice while it runs)
+                coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
+                                          histograms=opt.method != "max", max_samples=opt.max_samples,
+                                          show_progress=opt.show_progress, serialized=serialized.pop(),
+                                          keep_samples=opt.select_samples if opt.method == "auto" else 0,
+                                          channel_axes=channel_axes)
+            canonical_hash = model_hash.result()
+        ranges: dict[str, TensorRange] = {}
+        methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
+        names = list(coll.histograms)
+        if probe_pool is not None and scoring is None:
+            scoring = probe_pool.submit(ScoringSession, model, opt.placement(), coll.channel_means, _cpu_count())
+        with stage("computing ranges"):
+            def amax_of(job: tuple[str, str]) -> float:
+                method, name = job
+                return compute_amax(coll.histograms[name], method, percentile=opt.percentile,
+                                    num_quant_bins=opt.num_quant_bins)
 
-        # The per-tensor searches are independent NumPy work that releases the GIL:
-        # spread them over the cores (the results do not depend on the order).
-        jobs = [(m, n) for m in methods for n in names]
-        with concurrent.futures.ThreadPoolExecutor(_cpu_count(), "trt_edge-ranges") as pool:
-            found = dict(zip(jobs, pool.map(amax_of, jobs)))
-        candidates = {m: {n: float(found[m, n]) for n in names} for m in methods}
-    chosen = {n: opt.method for n in names}
-    settings = dataclasses.asdict(opt)
-    settings.pop("show_progress", None)
-    if converted_from is not None:
-        settings["converted_from_opset"] = converted_from
-    if batch is not None:
-        settings["model_fixed_batch"] = batch
-    if existing:
-        settings["existing_quantization"] = existing.describe()
-    if coll.channel_means:
-        settings["channel_means"] = {t: [float(v) for v in m] for t, m in coll.channel_means.items()}
-    if opt.method == "auto":
-        feeds, outputs = scored_batches(coll.kept_feeds, coll.kept_outputs, coll.num_samples,
-                                        expected_evaluations(model, names), opt.select_samples,
-                                        opt.select_budget)
-        with stage(f"choosing methods ({', '.join(AUTO_CANDIDATES)})"):
-            chosen, report = select_methods(model, candidates, feeds, outputs,
-                                            opt.placement(), min_gain_db=opt.select_min_gain_db,
-                                            max_batch=batch, channel_means=coll.channel_means)
-        settings["auto_selection"] = report.to_dict()
-        if report.final_db < opt.warn_below_db:
-            worst = noisiest_tensors({n: coll.histograms[n] for n in names},
-                                     {n: candidates[chosen[n]][n] for n in names})
-            settings["quality_warning"] = {"final_db": report.final_db, "threshold_db": opt.warn_below_db,
-                                           "noisiest_tensors": worst}
-            log.warning("Low INT8 quality: output SQNR %.1f dB on the scored samples (below %.1f dB). The tensors "
-                        "with the most quantization noise (local SQNR): %s. Keep the layers that hurt most in "
-                        "float: `trt-edge quantize --keep-worst N --data SAMPLES.npz` measures each layer's "
-                        "effect on the outputs.", report.final_db, opt.warn_below_db,
-                        ", ".join(f"{t} ({db:.1f} dB)" for t, db in worst))
-    for name, hist in coll.histograms.items():
-        ranges[name] = TensorRange(amax=candidates[chosen[name]][name], observed_amax=float(hist.amax),
-                                   count=int(hist.total), method=chosen[name])
-        if hist.nonfinite:
-            log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
-                        name, hist.nonfinite)
-    result = CalibrationResult(ranges=ranges, model_hash=canonical_hash, settings=settings,
-                               num_samples=coll.num_samples, num_batches=coll.num_batches)
-    log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,
-             time.perf_counter() - t0)
-    return result
+            # The per-tensor searches are independent NumPy work that releases the GIL:
+            # spread them over the cores (the results do not depend on the order).
+            jobs = [(m, n) for m in methods for n in names]
+            with concurrent.futures.ThreadPoolExecutor(_cpu_count(), "trt_edge-ranges") as pool:
+                found = dict(zip(jobs, pool.map(amax_of, jobs)))
+            candidates = {m: {n: float(found[m, n]) for n in names} for m in methods}
+        chosen = {n: opt.method for n in names}
+        settings = dataclasses.asdict(opt)
+        settings.pop("show_progress", None)
+        if converted_from is not None:
+            settings["converted_from_opset"] = converted_from
+        if batch is not None:
+            settings["model_fixed_batch"] = batch
+        if existing:
+            settings["existing_quantization"] = existing.describe()
+        if coll.channel_means:
+            settings["channel_means"] = {t: [float(v) for v in m] for t, m in coll.channel_means.items()}
+        if opt.method == "auto":
+            feeds, outputs = scored_batches(coll.kept_feeds, coll.kept_outputs, coll.num_samples,
+                                            expected_evaluations(model, names), opt.select_samples,
+                                            opt.select_budget)
+            assert scoring is not None and probe_pool is not None
+            with stage(f"choosing methods ({', '.join(AUTO_CANDIDATES)})"):
+                session = scoring.result()
+                chosen, report = select_methods(model, candidates, feeds, outputs, min_gain_db=opt.select_min_gain_db,
+                                                max_batch=batch, scoring=session)
+            settings["auto_selection"] = report.to_dict()
+            if report.final_db < opt.warn_below_db:
+                worst = noisiest_tensors({n: coll.histograms[n] for n in names},
+                                         {n: candidates[chosen[n]][n] for n in names})
+                settings["quality_warning"] = {"final_db": report.final_db, "threshold_db": opt.warn_below_db,
+                                               "noisiest_tensors": worst}
+                log.warning("Low INT8 quality: output SQNR %.1f dB on the scored samples (below %.1f dB). The tensors "
+                            "with the most quantization noise (local SQNR): %s. Keep the layers that hurt most in "
+                            "float: `trt-edge quantize --keep-worst N --data SAMPLES.npz` measures each layer's "
+                            "effect on the outputs.", report.final_db, opt.warn_below_db,
+                            ", ".join(f"{t} ({db:.1f} dB)" for t, db in worst))
+        for name, hist in coll.histograms.items():
+            ranges[name] = TensorRange(amax=candidates[chosen[name]][name], observed_amax=float(hist.amax),
+                                       count=int(hist.total), method=chosen[name])
+            if hist.nonfinite:
+                log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
+                            name, hist.nonfinite)
+        result = CalibrationResult(ranges=ranges, model_hash=canonical_hash, settings=settings,
+                                   num_samples=coll.num_samples, num_batches=coll.num_batches)
+        log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,
+                 time.perf_counter() - t0)
+        return result
+    finally:  # an error on the way must not leave the probe thread running
+        if probe_pool is not None:
+            probe_pool.shutdown(wait=False, cancel_futures=True)

@@ -155,21 +155,30 @@ class _HistogramWorker:
         self._pending: concurrent.futures.Future[None] | None = None
 
     def _fold(self, names: Sequence[str], outs: list[np.ndarray]) -> None:
+        from . import native  # here, not at import: `python -m trt_edge.quant.native` builds it
         for name, arr in zip(names, outs):
             axis = self.channel_axes.get(name)
-            if axis is not None and arr.ndim >= 2 and arr.size:
-                ax = axis % arr.ndim
-                others = tuple(i for i in range(arr.ndim) if i != ax)
-                part = np.sum(arr, axis=others, dtype=np.float64)
-                if name not in self.sums:
-                    self.sums[name] = part
-                elif self.sums[name].shape == part.shape:
+            means = axis is not None and arr.ndim >= 2 and arr.size > 0
+            ax = axis % arr.ndim if means and axis is not None else None
+            if means and ax is not None:
+                acc = self.sums.setdefault(name, np.zeros(arr.shape[ax], np.float64))
+                means = acc.shape == (arr.shape[ax],)  # a batch of another channel count is not averaged
+            # max |x| and the channel sums in one native read (None: no kernel, or NaN/inf present)
+            batch_max = native.abs_max_channel_sums_f32(arr, ax, self.sums[name]) if means else \
+                native.abs_max_channel_sums_f32(arr)
+            if means and ax is not None:
+                if batch_max is None:
+                    lead = int(np.prod(arr.shape[:ax], dtype=np.int64))
+                    # rows of the contiguous inner axes first: much faster than reducing the outer axes
+                    part = arr.reshape(lead, arr.shape[ax], -1).sum(axis=2, dtype=np.float64).sum(axis=0)
                     self.sums[name] += part
                 self.rows[name] = self.rows.get(name, 0) + arr.size // arr.shape[ax]
             if self.histograms:
-                self.hists[name].update(arr, self.scratch)
+                self.hists[name].update(arr, self.scratch, batch_max=batch_max)
             elif arr.size:
-                self.maxes[name] = max(self.maxes[name], float(np.nanmax(arr)), -float(np.nanmin(arr)))
+                if batch_max is None:
+                    batch_max = max(float(np.nanmax(arr)), -float(np.nanmin(arr)))
+                self.maxes[name] = max(self.maxes[name], batch_max)
 
     def submit(self, names: Sequence[str], outs: list[np.ndarray]) -> None:
         self.wait()

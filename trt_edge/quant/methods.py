@@ -10,6 +10,7 @@ its scale is ``amax / 127``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -53,11 +54,14 @@ class AbsHistogram:
     def edges(self) -> np.ndarray:
         return np.arange(self.counts.size + 1, dtype=np.float64) * self.bin_width
 
-    def update(self, x: np.ndarray, scratch: "HistogramScratch | None" = None) -> None:
+    def update(self, x: np.ndarray, scratch: "HistogramScratch | None" = None,
+               batch_max: float | None = None) -> None:
         """Add the absolute values of ``x`` (any shape, float) to the histogram.
 
         ``x`` is never modified. ``scratch``: reusable work buffers (give one per
         thread to avoid allocating per call); the counts do not depend on it.
+        ``batch_max``: max |x|, if the caller already computed it *and* every value is finite
+        (the collection pass reads it natively with the channel sums).
         """
         x = np.asarray(x)
         if x.dtype != np.float32:
@@ -65,8 +69,9 @@ class AbsHistogram:
         flat = x.reshape(-1)
         if flat.size == 0:
             return
-        # max |x| without materialising |x|: two read-only passes.
-        batch_max = max(float(flat.max()), -float(flat.min()))
+        if batch_max is None:
+            # max |x| without materialising |x|: two read-only passes.
+            batch_max = max(float(flat.max()), -float(flat.min()))
         if not math.isfinite(batch_max):  # NaN propagates through max; inf is the max: filter once
             finite = np.isfinite(flat)
             self.nonfinite += int(flat.size - np.count_nonzero(finite))
@@ -179,15 +184,28 @@ def percentile_amax(hist: AbsHistogram, percentile: float = 99.99) -> float:
 _KL_BLOCK = 256
 
 
+@functools.lru_cache(maxsize=4)
+def _level_bounds_table(num_quant_bins: int, upto: int) -> np.ndarray:
+    """``table[i, j] = ceil(j * i / L)`` for every slice length ``i < upto`` (int32, read-only).
+
+    A row depends only on ``i`` and ``L``, not on the histogram, so one table serves every
+    tensor of a calibration (``auto`` searches ~50-70 of them); ``upto`` is rounded up to a
+    power of two so a few tables cover every bin count, ~4 MB at 8,192 bins.
+    """
+    i = np.arange(upto, dtype=np.int64)[:, None]
+    j = np.arange(num_quant_bins + 1, dtype=np.int64)[None, :]
+    table = (-((-j * i) // num_quant_bins)).astype(np.int32)
+    table.flags.writeable = False
+    return table
+
+
 def _level_bounds(start: int, nb: int, num_quant_bins: int) -> np.ndarray:
     """``bounds[c, j] = ceil(j * i / L)`` for every candidate length ``i`` in ``[start, nb]``.
 
     Level ``j`` covers bins ``[bounds[c, j], bounds[c, j + 1])``: exact integer maths.
-    (Not cached: histograms rarely share a bin count, and each table is a few MB.)
     """
-    cand = np.arange(start, nb + 1)
-    j = np.arange(num_quant_bins + 1)
-    return -((-j[None, :] * cand[:, None]) // num_quant_bins)
+    upto = 1 << max(int(nb).bit_length(), 12)  # > nb
+    return _level_bounds_table(num_quant_bins, upto)[start:nb + 1]
 
 
 def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128, start_bin: int | None = None,
@@ -238,15 +256,18 @@ def entropy_kl_curve(counts: np.ndarray, num_quant_bins: int = 128, start_bin: i
     for lo in range(0, cand.size, _KL_BLOCK):
         hi = min(lo + _KL_BLOCK, cand.size)
         bounds = _level_bounds(start + lo, start + hi - 1, num_quant_bins)
-        g = csum[bounds]
+        g = np.take(csum, bounds)
         q_level = g[:, 1:] - g[:, :-1]                     # clipped counts per level
-        g = cnz[bounds]
+        g = np.take(cnz, bounds)
         n_level = g[:, 1:] - g[:, :-1]                     # non-empty bins per level
-        p_level = q_level.copy()
-        p_level[:, -1] += outliers[lo:hi]                  # bin i - 1 is in the last level
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_q = np.log(q_level) - np.log(n_level) - np.log(s_q[lo:hi])[:, None]
-            term[lo:hi] = np.where(p_level > 0, p_level * log_q, 0.0).sum(axis=1)
+        # log of each level's mean count (0 where the level is empty: Q_l = P_l = 0 there, except
+        # in the last level when outliers land on an empty bin, which `bad` marks below)
+        log_q = np.log(np.divide(q_level, n_level, out=np.ones_like(q_level), where=q_level > 0))
+        # P equals the clipped counts but in the last level, which also holds the outliers; and
+        # sum_l P_l is the total, so log(S_Q) comes out of the sum:
+        # sum_l P_l log(Q_l / (n_l S_Q)) = sum_l q_l log(Q_l / n_l) + outliers log(Q_L / n_L) - total log S_Q
+        term[lo:hi] = (np.einsum("ij,ij->i", q_level, log_q) + outliers[lo:hi] * log_q[:, -1]
+                       - total * np.log(np.where(s_q[lo:hi] > 0, s_q[lo:hi], 1.0)))
     with np.errstate(divide="ignore", invalid="ignore"):
         kl = (plogp - term) / total - math.log(total)
     # P > 0 where Q == 0: the outliers landed on an empty bin, or nothing survived the clip.

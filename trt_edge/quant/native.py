@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
 LIB_NAME = "libtrt_edge_calib.so"
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _lock = threading.Lock()
+# TRT_EDGE_CALIB_LIB's value (None: the default path) -> loaded library; cleared by build()
+_loaded: dict[str | None, ctypes.CDLL] = {}
 
 
 def library_path() -> Path:
@@ -51,6 +53,10 @@ def _load(path: str) -> ctypes.CDLL | None:
         fn = lib.tec_abs_histogram_f32
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int64]
+        fn = lib.tec_abs_max_channel_sums_f32
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                       ctypes.POINTER(ctypes.c_float)]
         return lib
     except (OSError, AttributeError) as exc:
         log.warning("Could not load %s (%s): using the NumPy histogram path.", path, exc)
@@ -59,13 +65,21 @@ def _load(path: str) -> ctypes.CDLL | None:
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernel library, or None (not built, disabled, or unloadable: logged)."""
-    if os.environ.get("TRT_EDGE_CALIB_NATIVE", "1") == "0":
+    env = os.environ
+    if env.get("TRT_EDGE_CALIB_NATIVE", "1") == "0":
         return None
-    path = library_path()
-    if not path.is_file():
+    override = env.get("TRT_EDGE_CALIB_LIB")
+    loaded = _loaded.get(override)
+    if loaded is not None:  # the per-tensor calls of a calibration pass: no path maths, stat or lock
+        return loaded
+    path = str(library_path())
+    if not os.path.isfile(path):
         return None
     with _lock:
-        return _load(str(path))
+        lib = _load(path)
+    if lib is not None:
+        _loaded[override] = lib
+    return lib
 
 
 def available() -> bool:
@@ -86,6 +100,38 @@ def abs_histogram_f32(flat: np.ndarray, inv_width: np.float32, counts: np.ndarra
     return True
 
 
+def abs_max_channel_sums_f32(x: np.ndarray, axis: int | None = None,
+                             sums: np.ndarray | None = None) -> float | None:
+    """max |x| of the float32 C-contiguous ``x`` in one native pass, adding the sum of ``x`` over
+    every axis but ``axis`` into ``sums`` (float64, ``x.shape[axis]`` long) when both are given.
+    None (nothing added) where the kernel is unavailable, the arrays do not fit, or ``x`` holds
+    a NaN or inf: the caller then uses NumPy, which knows how to filter them."""
+    lib = library()
+    if lib is None or x.dtype != np.float32 or not x.flags.c_contiguous or x.size == 0:
+        return None
+    if axis is not None and sums is not None and x.ndim >= 1:
+        ax = axis % x.ndim
+        lead, channels = int(np.prod(x.shape[:ax], dtype=np.int64)), int(x.shape[ax])
+        inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
+        if sums.dtype != np.float64 or sums.shape != (channels,) or not sums.flags.c_contiguous \
+                or not sums.flags.writeable:
+            return None
+        sums_ptr = sums.ctypes.data
+    else:
+        lead, channels, inner, sums_ptr = 1, 1, int(x.size), None
+    out = ctypes.c_float(0.0)
+    if sums_ptr is not None:
+        # a NaN/inf batch must leave ``sums`` as it was: add into a scratch copy, commit on success
+        scratch = np.zeros_like(sums)
+        status = lib.tec_abs_max_channel_sums_f32(x.ctypes.data, lead, channels, inner, scratch.ctypes.data,
+                                                  ctypes.byref(out))
+        if status == 0:
+            sums += scratch
+    else:
+        status = lib.tec_abs_max_channel_sums_f32(x.ctypes.data, lead, channels, inner, None, ctypes.byref(out))
+    return float(out.value) if status == 0 else None
+
+
 def build(output: Path | None = None) -> Path:
     """Compile ``csrc/calib/abs_histogram.cpp`` into :data:`LIB_DIR` (needs a C++ compiler)."""
     from .._native_build import compile_shared_library
@@ -95,6 +141,7 @@ def build(output: Path | None = None) -> Path:
                            "trt-edge from source with a C++ compiler to build the kernel.")
     path, label = compile_shared_library(src, Path(output or LIB_DIR / LIB_NAME), what="calibration kernel")
     _load.cache_clear()
+    _loaded.clear()
     log.info("built %s (%s)", path, label)
     return path
 
