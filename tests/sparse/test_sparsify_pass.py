@@ -171,7 +171,10 @@ def test_pruned_minilm_end_to_end(sparse_cpu, minilm_onnx, minilm_bundle):
     assert all(abs(p.sparsity_after - 0.9) < 0.01 for p in pruned)
     result = sparsify_model(dense, SparsifyOptions(threshold=0.8, format="auto", allow_dense=False))
     assert result.replaced == len(pruned)
-    assert any(e.get("format") == "bsr" for e in result.layers)  # 1x4-pruned: blocks pay off
+    # 1x4-pruned: block layouts are candidates (their blocks are full enough to be timed) on every
+    # layer; which one wins is the machine's timing, not something a test can fix
+    assert all(any(k.startswith("bsr") for k in e["timed_us"]) for e in result.layers), result.layers[0]
+    assert all(e["format"] in ("csr", "bsr", "pcsr") for e in result.layers)
     feed = minilm_bundle.tokenize(["The robot stops at the red light.", "A drone lands on the pad.",
                                    "Battery low, returning to the charging dock now."])
     feed = {k: feed[k] for k in ("input_ids", "attention_mask")}

@@ -120,22 +120,23 @@ def _match(node: Any, protected: set[str]) -> tuple[np.ndarray, np.ndarray | Non
     return None
 
 
-def _choose(w: np.ndarray, opts: SparsifyOptions) -> tuple[str, tuple[int, int]]:
+def _choose(w: np.ndarray, opts: SparsifyOptions) -> tuple[str, tuple[int, int], dict[str, float]]:
+    """``(format, block, {candidate label: seconds timed})`` (no timings where none were run)."""
     if opts.format == "csr":
-        return "csr", (1, 1)
+        return "csr", (1, 1), {}
     if opts.format == "bsr":
-        return "bsr", opts.block
+        return "bsr", opts.block, {}
     from ...sparse import cpu
     from ...sparse.select import SelectOptions, block_fill, choose_format
     if cpu.is_available():
         choice = choose_format(w, SelectOptions(batch=opts.batch, include_dense=opts.allow_dense))
-        return choice.format, choice.block
+        return choice.format, choice.block, dict(choice.seconds)
     # No native library to time with: the largest fully-dense block shape, else CSR.
     from ...sparse.formats import BLOCK_SHAPES
     full = [b for b in BLOCK_SHAPES if block_fill(w, b) >= 0.999]
     if full:
-        return "bsr", max(full, key=lambda b: b[0] * b[1])
-    return "csr", (1, 1)
+        return "bsr", max(full, key=lambda b: b[0] * b[1]), {}
+    return "csr", (1, 1), {}
 
 
 @register_pass(PASS_NAME, default=False, order=900)
@@ -170,7 +171,9 @@ def sparsify(graph: Any, ctx: PassContext) -> Any:
             entry["reason"] = "below threshold" if s < opts.threshold else "too small"
             layers.append(entry)
             continue
-        fmt, block = _choose(w, opts)
+        fmt, block, timed = _choose(w, opts)
+        if timed:  # what "auto" compared, so a report (or a test) can see the candidates, not only the winner
+            entry["timed_us"] = {k: round(v * 1e6, 2) for k, v in timed.items()}
         if fmt == "dense":
             entry.update(format="dense", reason="dense timed faster")
             layers.append(entry)
