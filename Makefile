@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.trt_edge-installed
 
-.PHONY: setup demo test test-gpu test-tensorrt bench typecheck clean
+.PHONY: setup demo test test-gpu test-tensorrt test-avx2 bench typecheck clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ test-gpu: setup
 
 test-tensorrt: setup
 	$(PY) -m pytest -q -m tensorrt tests
+
+# The tests that run ONNX Runtime's int8 kernels, as on an AVX2-only CPU without VNNI (qemu-user
+# CPU model; needs `apt-get install qemu-user`; emulated, so tens of minutes)
+test-avx2: setup
+	scripts/emulate_avx2.sh $(PY) -m pytest -q -p no:cacheprovider tests/quant/test_quant_qdq.py -k "int8_accuracy or scheme"
 
 typecheck: setup
 	$(PY) -m mypy --follow-imports=silent trt_edge/build trt_edge/runtime

@@ -158,20 +158,17 @@ class _HistogramWorker:
         from . import native  # here, not at import: `python -m trt_edge.quant.native` builds it
         for name, arr in zip(names, outs):
             axis = self.channel_axes.get(name)
-            means = axis is not None and arr.ndim >= 2 and arr.size > 0
-            ax = axis % arr.ndim if means and axis is not None else None
-            if means and ax is not None:
-                acc = self.sums.setdefault(name, np.zeros(arr.shape[ax], np.float64))
-                means = acc.shape == (arr.shape[ax],)  # a batch of another channel count is not averaged
+            ax = axis % arr.ndim if axis is not None and arr.ndim >= 2 and arr.size else None
+            sums = self.sums.setdefault(name, np.zeros(arr.shape[ax], np.float64)) if ax is not None else None
+            if sums is not None and sums.shape != (arr.shape[ax],):
+                sums = None  # a batch of another channel count is not averaged
             # max |x| and the channel sums in one native read (None: no kernel, or NaN/inf present)
-            batch_max = native.abs_max_channel_sums_f32(arr, ax, self.sums[name]) if means else \
-                native.abs_max_channel_sums_f32(arr)
-            if means and ax is not None:
+            batch_max = native.abs_max_channel_sums_f32(arr, ax, sums)
+            if sums is not None and ax is not None:
                 if batch_max is None:
                     lead = int(np.prod(arr.shape[:ax], dtype=np.int64))
                     # rows of the contiguous inner axes first: much faster than reducing the outer axes
-                    part = arr.reshape(lead, arr.shape[ax], -1).sum(axis=2, dtype=np.float64).sum(axis=0)
-                    self.sums[name] += part
+                    sums += arr.reshape(lead, arr.shape[ax], -1).sum(axis=2, dtype=np.float64).sum(axis=0)
                 self.rows[name] = self.rows.get(name, 0) + arr.size // arr.shape[ax]
             if self.histograms:
                 self.hists[name].update(arr, self.scratch, batch_max=batch_max)

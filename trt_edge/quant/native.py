@@ -109,7 +109,9 @@ def abs_max_channel_sums_f32(x: np.ndarray, axis: int | None = None,
     lib = library()
     if lib is None or x.dtype != np.float32 or not x.flags.c_contiguous or x.size == 0:
         return None
-    if axis is not None and sums is not None and x.ndim >= 1:
+    if axis is not None and sums is not None:
+        if x.ndim == 0:
+            return None
         ax = axis % x.ndim
         lead, channels = int(np.prod(x.shape[:ax], dtype=np.int64)), int(x.shape[ax])
         inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
