@@ -160,7 +160,7 @@ class _HistogramWorker:
             axis = self.channel_axes.get(name)
             ax = axis % arr.ndim if axis is not None and arr.ndim >= 2 and arr.size else None
             sums = self.sums.setdefault(name, np.zeros(arr.shape[ax], np.float64)) if ax is not None else None
-            if sums is not None and sums.shape != (arr.shape[ax],):
+            if sums is not None and ax is not None and sums.shape != (arr.shape[ax],):
                 sums = None  # a batch of another channel count is not averaged
             # max |x| and the channel sums in one native read (None: no kernel, or NaN/inf present)
             batch_max = native.abs_max_channel_sums_f32(arr, ax, sums)
