@@ -119,7 +119,8 @@ def test_collection_fold_is_the_same_with_and_without_the_kernel(kernel, fresh_r
     from trt_edge.quant.collect import _HistogramWorker
     names = ["conv_in", "act", "flat"]
     batches = [[fresh_rng.standard_normal((2, 8, 6, 6)).astype(np.float32) * s,
-                np.maximum(fresh_rng.standard_normal((2, 5, 4)), 0).astype(np.float32) * s,
+                # large enough for the native max-only read (_NATIVE_MAX_MIN_VALUES)
+                np.maximum(fresh_rng.standard_normal((2, 64, 2048)), 0).astype(np.float32) * s,
                 fresh_rng.standard_normal((2, 12)).astype(np.float32)] for s in (0.5, 3.0, 1.0)]
     batches[1][1][0, 0, 0] = np.nan
 

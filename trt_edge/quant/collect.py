@@ -136,6 +136,11 @@ def _session_options(ort, intra_op_threads: int):  # noqa: ANN001 - onnxruntime 
     return so
 
 
+# Below this many values NumPy's max and min beat the native pass (ctypes' call overhead; measured:
+# 49 K values 9.5 vs 12.3 us, 196 K 30.7 vs 31.1 us, 1.2 M 0.51 vs 0.41 ms)
+_NATIVE_MAX_MIN_VALUES = 1 << 18
+
+
 class _HistogramWorker:
     """Folds one batch's outputs into the histograms on a background thread.
 
@@ -162,8 +167,10 @@ class _HistogramWorker:
             sums = self.sums.setdefault(name, np.zeros(arr.shape[ax], np.float64)) if ax is not None else None
             if sums is not None and ax is not None and sums.shape != (arr.shape[ax],):
                 sums = None  # a batch of another channel count is not averaged
-            # max |x| and the channel sums in one native read (None: no kernel, or NaN/inf present)
-            batch_max = native.abs_max_channel_sums_f32(arr, ax, sums)
+            # max |x| and the channel sums in one native read (None: no kernel, or NaN/inf present);
+            # for max alone, small tensors are left to NumPy, whose max is as fast as the C call's cost
+            batch_max = native.abs_max_channel_sums_f32(arr, ax, sums) \
+                if sums is not None or arr.size >= _NATIVE_MAX_MIN_VALUES else None
             if sums is not None and ax is not None:
                 if batch_max is None:
                     lead = int(np.prod(arr.shape[:ax], dtype=np.int64))
