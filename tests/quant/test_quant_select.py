@@ -251,20 +251,3 @@ def test_planning_view_copies_only_when_it_must(rng):
     assert view is not unnamed and all(n.name for n in view.graph.node)
     assert unnamed.graph.node[0].name == ""  # the caller's model is left as it was
     assert tensors_to_calibrate(unnamed) == tensors_to_calibrate(model)
-
-
-def test_scoring_session_computes_the_deployed_model(rng):
-    """What ``auto`` scores is the deployed TensorRT-placement model, run with fusions off. With
-    ONNX Runtime's Q/DQ transformers on, ORT_ENABLE_BASIC re-quantized the Convs' weights per
-    tensor (and their biases to int32) inside the probe: another model than the one deployed."""
-    from trt_edge.quant.select import ScoringSession
-    model = _concat_model(rng)
-    x = rng.normal(0, 1, (6, 3, 8, 8)).astype(np.float32)
-    opts = QuantizeOptions(target="tensorrt", check_model_hash=False)
-    tensors = tensors_to_calibrate(model, opts)
-    amax = {t: float(a) for t, a in zip(tensors, rng.uniform(0.5, 4.0, len(tensors)))}
-    ranges = CalibrationResult(ranges={t: TensorRange(a) for t, a in amax.items()}, model_hash="")
-    deployed = _session(quantize_qdq(model, ranges, opts), float_qdq=True).run(None, {"x": x})[0]
-    for threads in (1, 2):
-        got = ScoringSession(model, opts, None, threads=threads).run_all([(amax, {"x": x})])[0]["y"]
-        np.testing.assert_allclose(got, deployed, rtol=1e-5, atol=1e-5 * float(np.abs(deployed).max()))

@@ -507,10 +507,8 @@ def _activation_scale(plan: QdqPlan, amax: Mapping[str, float], t: str) -> float
 class ScaleProbe:
     """A Q/DQ model whose activation scales are graph inputs: one ONNX Runtime session
     evaluates any set of ranges (used to choose calibration methods by their effect on
-    the model outputs). Weights are quantized as in :func:`quantize_qdq`: the same int8
-    initializers and DequantizeLinear nodes (ONNX Runtime folds them into float weights at load
-    in :class:`~trt_edge.quant.select.ScoringSession`); biases stay float (an int32 bias would
-    need a fixed activation scale)."""
+    the model outputs). Weights are quantized as in :func:`quantize_qdq`; biases stay
+    float (an int32 bias would need a fixed activation scale)."""
 
     model: onnx.ModelProto
     plan: QdqPlan
@@ -711,6 +709,16 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
             if means is not None:
                 sb = s if slot.axis is None else s.reshape(shape)
                 _correct_bias(by_name[slot.node], q.astype(np.float64) * sb - w.astype(np.float64), means)
+            if probe is not None:
+                # the probe scores activation ranges: its weights are the dequantized values,
+                # precomputed (what DequantizeLinear gives, float(q) * scale, without the per-run cost)
+                dq = fresh(f"{slot.tensor}_dequantized")
+                sb = s if slot.axis is None else s.reshape(shape)
+                new_inits.append(numpy_helper.from_array((q.astype(np.float32) * sb).astype(np.float32), dq))
+                weight_dq[key] = dq
+                weight_scales[dq] = s
+                by_name[slot.node].input[slot.input_index] = dq
+                continue
             if scheme == "u8u8":  # the same grid as uint8 with zero point 128 (no u8s8 saturation)
                 q = (q.astype(np.int16) + 128).astype(np.uint8)
                 zp = np.full(zp.shape, 128, np.uint8)

@@ -198,14 +198,6 @@ class ScoringSession:
         so.log_severity_level = 3
         so.intra_op_num_threads = 1 if threads > 1 else 0
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        # ONNX Runtime's Q/DQ transformers off: at ORT_ENABLE_BASIC its weight/bias quantization
-        # rewrites every Conv/Gemm that follows a DequantizeLinear, re-quantizing float weights
-        # *per tensor* and the bias to int32 with the run-time activation scale, so the probe
-        # scored another model than the one deployed (up to 2.3 of ~20 logits apart on MobileNetV2;
-        # found 2026-12-01). With them off, the constant weight DequantizeLinear nodes are folded
-        # into float weights once, at load, and the probe computes the deployed TensorRT-placement
-        # model's outputs (to 4e-6 on MobileNetV2, exactly on MNIST; tested).
-        so.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             self.session = ort.InferenceSession(self.probe.model.SerializeToString(), so,
                                                 providers=["CPUExecutionProvider"])
