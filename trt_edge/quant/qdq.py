@@ -507,8 +507,9 @@ def _activation_scale(plan: QdqPlan, amax: Mapping[str, float], t: str) -> float
 class ScaleProbe:
     """A Q/DQ model whose activation scales are graph inputs: one ONNX Runtime session
     evaluates any set of ranges (used to choose calibration methods by their effect on
-    the model outputs). Weights are quantized as in :func:`quantize_qdq`; biases stay
-    float (an int32 bias would need a fixed activation scale)."""
+    the model outputs). Weights are quantized as in :func:`quantize_qdq` and stored
+    dequantized; biases stay float (an int32 bias would need a fixed activation scale). (What
+    ONNX Runtime then runs differs on Conv/Gemm: see :class:`~trt_edge.quant.select.ScoringSession`.)"""
 
     model: onnx.ModelProto
     plan: QdqPlan
