@@ -132,6 +132,20 @@ def _damped(cov: Any, damp: float) -> Any:
     return cov + damp * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(cov.shape[0], dtype=cov.dtype)
 
 
+def _consumer_stats(dep: Any, stats: dict[Any, InputStats]) -> InputStats | None:
+    """The input statistics of a pruning dependency that removes input channels of an ungrouped
+    Conv or a Linear (the consumers this module scores and refits); None for any other."""
+    from torch_pruning.pruner import function as F
+    if dep.pruning_fn not in (F.prune_conv_in_channels, F.prune_linear_in_channels):
+        return None
+    layer = dep.layer
+    st = stats.get(layer)
+    if st is None or st.mean.numel() != layer.weight.shape[1] or \
+            (_is_conv(layer) and (layer.groups != 1 or layer.transposed)):
+        return None
+    return st
+
+
 class ReconstructionImportance:
     """Torch-Pruning importance from :func:`collect_input_stats` (see the module doc).
 
@@ -147,19 +161,16 @@ class ReconstructionImportance:
 
     def __call__(self, group: Any, **kwargs: Any) -> Any:
         torch = require("torch")
-        from torch_pruning.pruner import function as F
         n = len(group[0].idxs)
         imp = torch.zeros(n, dtype=torch.float64)
         found = False
         with torch.no_grad():
             for i, (dep, idxs) in enumerate(group):
-                root = torch.tensor(group[i].root_idxs)
+                st = _consumer_stats(dep, self.stats)
+                if st is None:
+                    continue
                 layer = dep.layer
-                if dep.pruning_fn not in (F.prune_conv_in_channels, F.prune_linear_in_channels):
-                    continue
-                st = self.stats.get(layer)
-                if st is None or st.mean.numel() != layer.weight.shape[1] or (_is_conv(layer) and (layer.groups != 1 or layer.transposed)):
-                    continue
+                root = torch.tensor(group[i].root_idxs)
                 w = _scaled_weight(layer, self.bns.get(layer))            # [out, in, *k]
                 col = w.transpose(0, 1).flatten(1).pow(2).sum(1)          # ||W[:, c]||^2
                 if st.cov is not None:
@@ -178,27 +189,23 @@ def refit_before_prune(group: Any, stats: dict[Any, InputStats], bns: dict[Any, 
     """Plan the consumers' compensation for the channels ``group`` removes; call the returned
     function right after ``group.prune()``. Updates ``stats`` to the kept channels."""
     torch = require("torch")
-    from torch_pruning.pruner import function as F
     todo: list[tuple[Any, Any | None, Any]] = []
     with torch.no_grad():
         for dep, idxs in group:
+            st = _consumer_stats(dep, stats)
+            if st is None:
+                continue
             layer = dep.layer
-            if dep.pruning_fn not in (F.prune_conv_in_channels, F.prune_linear_in_channels):
-                continue
-            st = stats.get(layer)
-            if st is None or st.mean.numel() != layer.weight.shape[1] or (_is_conv(layer) and (layer.groups != 1 or layer.transposed)):
-                continue
             keep = torch.ones(st.mean.numel(), dtype=torch.bool)
             keep[list(idxs)] = False
             w = layer.weight.detach().double()
-            w2 = w.flatten(2).sum(2) if w.dim() > 2 else w                  # [out, in] (k summed)
             new_w = None
             if st.cov is not None:
                 wf = w.flatten(1)
-                sol = torch.linalg.solve(_damped(st.cov[keep][:, keep], damp), (wf @ st.cov[:, keep]).t()).t()
-                new_w = sol
-                shift = wf @ st.mean - sol @ st.mean[keep]
+                new_w = torch.linalg.solve(_damped(st.cov[keep][:, keep], damp), (wf @ st.cov[:, keep]).t()).t()
+                shift = wf @ st.mean - new_w @ st.mean[keep]
             else:
+                w2 = w.flatten(2).sum(2) if w.dim() > 2 else w                  # [out, in] (k summed)
                 shift = w2[:, ~keep] @ st.mean[~keep]
             todo.append((layer, new_w, shift))
             stats[layer] = InputStats(st.mean[keep], None if st.cov is None else st.cov[keep][:, keep],

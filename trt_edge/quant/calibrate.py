@@ -181,33 +181,32 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     # canonical_model_hash hashes) and the calibration session; the hash runs on
     # a thread (hashlib releases the GIL) while ONNX Runtime works.
     serialized = [model.SerializeToString(deterministic=True)]
+    with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
+        model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
+                                 else original.SerializeToString(deterministic=True))
+        # the result's provenance reads ~20 packages' metadata (~20 ms, cached per process): here,
+        # beside ONNX Runtime, not on the critical path after it
+        pool.submit(tool_versions)
+        with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
+            # pop(): collect_histograms gets the only reference and frees the bytes
+            # once its session is built (a large model is not held twice while it runs)
+            coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
+                                      histograms=opt.method != "max", max_samples=opt.max_samples,
+                                      show_progress=opt.show_progress, serialized=serialized.pop(),
+                                      keep_samples=opt.select_samples if opt.method == "auto" else 0,
+                                      channel_axes=channel_axes)
+        canonical_hash = model_hash.result()
+    ranges: dict[str, TensorRange] = {}
+    methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
+    names = list(coll.histograms)
     # auto's scoring session (the Q/DQ probe: ~0.6 s to build on MiniLM) needs the model and the
     # bias-correction means, not the ranges: it is built on a thread while the candidate ranges are
     # computed. (Building it during the collection pass instead, where no means are needed, measured
     # no faster on the 2 cores here and held both models at once: +100 MB peak on MiniLM.)
     probe_pool = concurrent.futures.ThreadPoolExecutor(1, "trt_edge-probe") if opt.method == "auto" else None
-    scoring: concurrent.futures.Future[ScoringSession] | None = None
+    scoring = probe_pool.submit(ScoringSession, model, opt.placement(), coll.channel_means, _cpu_count()) \
+        if probe_pool is not None else None
     try:
-        with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
-            model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
-                                     else original.SerializeToString(deterministic=True))
-            # the result's provenance reads ~20 packages' metadata (~20 ms, cached per process): here,
-            # beside ONNX Runtime, not on the critical path after it
-            pool.submit(tool_versions)
-            with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
-                # pop(): collect_histograms gets the only reference and frees the bytes
-                # once its session is built (a large model is not held twice while it runs)
-                coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
-                                          histograms=opt.method != "max", max_samples=opt.max_samples,
-                                          show_progress=opt.show_progress, serialized=serialized.pop(),
-                                          keep_samples=opt.select_samples if opt.method == "auto" else 0,
-                                          channel_axes=channel_axes)
-            canonical_hash = model_hash.result()
-        ranges: dict[str, TensorRange] = {}
-        methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
-        names = list(coll.histograms)
-        if probe_pool is not None:
-            scoring = probe_pool.submit(ScoringSession, model, opt.placement(), coll.channel_means, _cpu_count())
         with stage("computing ranges"):
             def amax_of(job: tuple[str, str]) -> float:
                 method, name = job
@@ -235,7 +234,7 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
             feeds, outputs = scored_batches(coll.kept_feeds, coll.kept_outputs, coll.num_samples,
                                             expected_evaluations(model, names), opt.select_samples,
                                             opt.select_budget)
-            assert scoring is not None and probe_pool is not None
+            assert scoring is not None
             with stage(f"choosing methods ({', '.join(AUTO_CANDIDATES)})"):
                 session = scoring.result()
                 chosen, report = select_methods(model, candidates, feeds, outputs, min_gain_db=opt.select_min_gain_db,
@@ -251,17 +250,17 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
                             "float: `trt-edge quantize --keep-worst N --data SAMPLES.npz` measures each layer's "
                             "effect on the outputs.", report.final_db, opt.warn_below_db,
                             ", ".join(f"{t} ({db:.1f} dB)" for t, db in worst))
-        for name, hist in coll.histograms.items():
-            ranges[name] = TensorRange(amax=candidates[chosen[name]][name], observed_amax=float(hist.amax),
-                                       count=int(hist.total), method=chosen[name])
-            if hist.nonfinite:
-                log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
-                            name, hist.nonfinite)
-        result = CalibrationResult(ranges=ranges, model_hash=canonical_hash, settings=settings,
-                                   num_samples=coll.num_samples, num_batches=coll.num_batches)
-        log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,
-                 time.perf_counter() - t0)
-        return result
     finally:  # an error on the way must not leave the probe thread running
         if probe_pool is not None:
             probe_pool.shutdown(wait=False, cancel_futures=True)
+    for name, hist in coll.histograms.items():
+        ranges[name] = TensorRange(amax=candidates[chosen[name]][name], observed_amax=float(hist.amax),
+                                   count=int(hist.total), method=chosen[name])
+        if hist.nonfinite:
+            log.warning("Tensor '%s' had %d NaN/inf values during calibration (ignored).",
+                        name, hist.nonfinite)
+    result = CalibrationResult(ranges=ranges, model_hash=canonical_hash, settings=settings,
+                               num_samples=coll.num_samples, num_batches=coll.num_batches)
+    log.info("calibrated %d tensors on %d samples in %.2fs", len(ranges), coll.num_samples,
+             time.perf_counter() - t0)
+    return result
