@@ -79,6 +79,39 @@ def test_scale_probe_matches_quantize_qdq(rng, target):
         probe.feeds({})
 
 
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_scoring_session_takes_weights_as_arrays(rng, target, monkeypatch):
+    """The probe session gets its weights as arrays (placeholders in the model, no weight
+    serialized): the same outputs as the self-contained probe, and the model the session parsed
+    holds no weight data."""
+    import trt_edge.quant.select as select_mod
+    model = _concat_model(rng)
+    x = rng.normal(0, 1, (6, 3, 8, 8)).astype(np.float32)
+    opts = QuantizeOptions(target=target, check_model_hash=False)
+    means = {"cat": rng.normal(0.5, 0.1, 8)}
+    inline = build_scale_probe(model, opts, means)
+    assert not inline.external
+    kept = build_scale_probe(model, opts, means, external_min_bytes=64)
+    assert kept.external  # the dequantized weights (and anything else of 64 bytes or more)
+    for init in kept.model.graph.initializer:
+        if init.name in kept.external:
+            assert init.data_location == TensorProto.EXTERNAL and not init.raw_data
+            assert tuple(init.dims) == kept.external[init.name].shape
+    assert sum(len(i.raw_data) for i in kept.model.graph.initializer) < \
+        sum(len(i.raw_data) for i in inline.model.graph.initializer) // 4
+    amax = {t: float(a) for t, a in zip(inline.scale_inputs, rng.uniform(0.5, 4.0, len(inline.scale_inputs)))}
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # the scoring session's level
+    expected = ort.InferenceSession(inline.model.SerializeToString(), so, providers=["CPUExecutionProvider"]) \
+        .run(None, {"x": x, **inline.feeds(amax)})[0]
+    monkeypatch.setattr(select_mod, "_EXTERNAL_MIN_BYTES", 64)
+    session = select_mod.ScoringSession(model, opts, means, threads=1)
+    assert not session.probe.external  # handed to ONNX Runtime, which copied them
+    got = session.run_all([(amax, {"x": x})])[0]["y"]
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_output_sqnr_db_known_values():
     ref = [{"y": np.array([1.0, 1.0]), "ids": np.array([3])}]
     assert math.isclose(output_sqnr_db([{"y": np.array([1.1, 0.9]), "ids": np.array([3])}], ref), 20.0)
