@@ -16,7 +16,7 @@
 #define TEC_API extern "C" __attribute__((visibility("default")))
 
 namespace {
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 // Sub-histograms, interleaved by position: runs of one value (the zeros after a ReLU, an
 // image's constant background) would otherwise serialise on one counter's
 // store-to-load dependency.
@@ -123,4 +123,37 @@ TEC_API int tec_abs_max_channel_sums_f32(const float* x, int64_t lead, int64_t c
     }
     *amax_out = amax;
     return finite ? 0 : 2;
+}
+
+// The MSE range search of `trt_edge.quant.methods`, natively: `auto` runs it on every calibrated
+// tensor (~2-3 ms each in NumPy, 0.1-0.2 s of CPU on MiniLM and MobileNetV2, between the
+// forward pass and the method selection; ~5x faster here). Same formula and inputs; only the
+// summation order differs (last-ulp differences, tested to choose the same thresholds).
+// (Entropy's KL sweep is not here: its cost is one log per level and candidate, which NumPy's
+// vectorised log already does about as fast as a scalar C loop: 3.4 vs 4 ms a tensor.)
+
+// For each candidate threshold t[k] (already clipped to the histogram's amax): the weighted
+// squared error of symmetric fake quantization of the bin centres c (weights w),
+//   sum_b w_b (clip(rint(c_b / s), 0, levels) s - c_b)^2, s = t / levels,
+// as `_mse_errors` computes it (rint: round half to even, NumPy's np.round). Returns 0, or 1.
+TEC_API int tec_mse_errors(const double* centres, const double* weights, int64_t nc, const double* thresholds,
+                           int64_t nt, int64_t levels, double* err_out) {
+    if (nc < 0 || nt < 0 || levels <= 0 || (nc > 0 && (centres == nullptr || weights == nullptr)) ||
+        (nt > 0 && (thresholds == nullptr || err_out == nullptr))) {
+        return 1;
+    }
+    const double top = static_cast<double>(levels);
+    for (int64_t k = 0; k < nt; ++k) {
+        const double s = thresholds[k] / top;
+        double total = 0.0;
+#pragma omp simd reduction(+ : total)
+        for (int64_t b = 0; b < nc; ++b) {
+            double q = std::nearbyint(centres[b] / s);
+            q = q < 0.0 ? 0.0 : (q > top ? top : q);
+            const double e = q * s - centres[b];
+            total += e * e * weights[b];
+        }
+        err_out[k] = total;
+    }
+    return 0;
 }

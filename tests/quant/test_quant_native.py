@@ -143,3 +143,32 @@ def test_collection_fold_is_the_same_with_and_without_the_kernel(kernel, fresh_r
         assert wa.rows == wb.rows == {"conv_in": 3 * 2 * 36, "flat": 3 * 2}
         for n in ("conv_in", "flat"):
             np.testing.assert_allclose(wa.sums[n], wb.sums[n], rtol=1e-12, atol=1e-9)
+
+
+def test_mse_search_is_the_numpy_reference(kernel, fresh_rng, monkeypatch):
+    """The native MSE errors match the NumPy loop to the last digits, and the search picks the
+    same threshold on every distribution (the kernel only changes the summation order)."""
+    from trt_edge.quant.methods import _mse_errors, mse_amax
+    for name, x in _cases(fresh_rng):
+        if x.size < 100:
+            continue
+        h = AbsHistogram(2048)
+        h.update(x)
+        keep = h.counts > 0
+        c = ((np.arange(h.counts.size) + 0.5) * h.bin_width)[keep]
+        w = h.counts[keep].astype(np.float64)
+        cand = np.arange(127, h.counts.size + 1, 7)
+        got = _mse_errors(c, w, cand, h.bin_width, h.amax, 127)
+        native_amax = mse_amax(h)
+        with monkeypatch.context() as m:
+            m.setenv("TRT_EDGE_CALIB_NATIVE", "0")
+            expected = _mse_errors(c, w, cand, h.bin_width, h.amax, 127)
+            assert mse_amax(h) == native_amax, name
+        np.testing.assert_allclose(got, expected, rtol=1e-11, atol=0, err_msg=name)
+    lib = kernel.library()
+    out = np.zeros(1)
+    one = np.ones(1)
+    p = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+    q = one.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+    assert lib.tec_mse_errors(q, q, 1, q, 1, 0, p) == 1  # no levels: rejected, nothing written
+    assert out[0] == 0.0

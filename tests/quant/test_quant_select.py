@@ -284,3 +284,36 @@ def test_planning_view_copies_only_when_it_must(rng):
     assert view is not unnamed and all(n.name for n in view.graph.node)
     assert unnamed.graph.node[0].name == ""  # the caller's model is left as it was
     assert tensors_to_calibrate(unnamed) == tensors_to_calibrate(model)
+
+
+def test_probe_is_built_beside_the_pass_only_when_it_needs_no_means(rng, monkeypatch):
+    """Without bias correction inputs (MatMul-only) the scoring probe is built while the
+    collection runs (no means to wait for); with a biased Conv it waits for the pass's
+    channel means, which it must score with."""
+    import importlib
+    cal = importlib.import_module("trt_edge.quant.calibrate")  # the module (the package exports the function)
+    events: list[tuple[str, object]] = []
+    real_session, real_collect = cal.ScoringSession, cal.collect_histograms
+
+    def session(model, placement, means, threads):
+        events.append(("probe", None if means is None else sorted(means)))
+        return real_session(model, placement, means, threads)
+
+    def collect(*args, **kwargs):
+        events.append(("collect start", None))
+        return real_collect(*args, **kwargs)
+
+    monkeypatch.setattr(cal, "ScoringSession", session)
+    monkeypatch.setattr(cal, "collect_histograms", collect)
+    calibrate(_spiky_input_model(rng), {"x": _spiky_data(rng, 64)}, CalibrationOptions(show_progress=False))
+    # built with no means at all (a build after the pass would get the pass's empty means, [])
+    assert sorted(events, key=str) == [("collect start", None), ("probe", None)]
+    events.clear()
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+                              "biased", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    calibrate(model, {"x": rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)}, CalibrationOptions(show_progress=False))
+    assert events == [("collect start", None), ("probe", ["x"])]  # after the pass, with its means

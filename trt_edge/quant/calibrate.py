@@ -181,32 +181,36 @@ def calibrate(model: onnx.ModelProto | str | os.PathLike[str],
     # canonical_model_hash hashes) and the calibration session; the hash runs on
     # a thread (hashlib releases the GIL) while ONNX Runtime works.
     serialized = [model.SerializeToString(deterministic=True)]
-    with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
-        model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
-                                 else original.SerializeToString(deterministic=True))
-        # the result's provenance reads ~20 packages' metadata (~20 ms, cached per process): here,
-        # beside ONNX Runtime, not on the critical path after it
-        pool.submit(tool_versions)
-        with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
-            # pop(): collect_histograms gets the only reference and frees the bytes
-            # once its session is built (a large model is not held twice while it runs)
-            coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
-                                      histograms=opt.method != "max", max_samples=opt.max_samples,
-                                      show_progress=opt.show_progress, serialized=serialized.pop(),
-                                      keep_samples=opt.select_samples if opt.method == "auto" else 0,
-                                      channel_axes=channel_axes)
-        canonical_hash = model_hash.result()
-    ranges: dict[str, TensorRange] = {}
-    methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
-    names = list(coll.histograms)
-    # auto's scoring session (the Q/DQ probe: ~0.6 s to build on MiniLM) needs the model and the
-    # bias-correction means, not the ranges: it is built on a thread while the candidate ranges are
-    # computed. (Building it during the collection pass instead, where no means are needed, measured
-    # no faster on the 2 cores here and held both models at once: +100 MB peak on MiniLM.)
+    # auto's scoring session (the Q/DQ probe and its ONNX Runtime session: ~0.35 s on MiniLM)
+    # needs the model and, where biases are corrected, the collection's channel means, never the
+    # ranges. Without means to wait for (a transformer's MatMuls have no bias input) it is built
+    # beside the collection pass, whose forward runs leave a core partly idle: MiniLM's `auto`
+    # 4.06 -> 3.85 s, for the probe's weights held during the pass (peak 604 -> 725 MB). Otherwise it
+    # is built on a thread while the candidate ranges are computed.
     probe_pool = concurrent.futures.ThreadPoolExecutor(1, "trt_edge-probe") if opt.method == "auto" else None
-    scoring = probe_pool.submit(ScoringSession, model, opt.placement(), coll.channel_means, _cpu_count()) \
-        if probe_pool is not None else None
+    scoring = probe_pool.submit(ScoringSession, model, opt.placement(), None, _cpu_count()) \
+        if probe_pool is not None and not channel_axes else None
     try:
+        with concurrent.futures.ThreadPoolExecutor(1, "trt_edge-hash") as pool:
+            model_hash = pool.submit(sha256_bytes, serialized[0] if original is model
+                                     else original.SerializeToString(deterministic=True))
+            # the result's provenance reads ~20 packages' metadata (~20 ms, cached per process): here,
+            # beside ONNX Runtime, not on the critical path after it
+            pool.submit(tool_versions)
+            with stage(f"collecting {len(tensors)} tensors ({opt.method})"):
+                # pop(): collect_histograms gets the only reference and frees the bytes
+                # once its session is built (a large model is not held twice while it runs)
+                coll = collect_histograms(model, data, tensors, num_bins=opt.num_bins,
+                                          histograms=opt.method != "max", max_samples=opt.max_samples,
+                                          show_progress=opt.show_progress, serialized=serialized.pop(),
+                                          keep_samples=opt.select_samples if opt.method == "auto" else 0,
+                                          channel_axes=channel_axes)
+            canonical_hash = model_hash.result()
+        ranges: dict[str, TensorRange] = {}
+        methods = AUTO_CANDIDATES if opt.method == "auto" else (opt.method,)
+        names = list(coll.histograms)
+        if probe_pool is not None and scoring is None:
+            scoring = probe_pool.submit(ScoringSession, model, opt.placement(), coll.channel_means, _cpu_count())
         with stage("computing ranges"):
             def amax_of(job: tuple[str, str]) -> float:
                 method, name = job

@@ -295,7 +295,12 @@ _MSE_CHUNK_ELEMENTS = 1 << 18
 
 def _mse_errors(c: np.ndarray, w: np.ndarray, cand: np.ndarray, bin_width: float, amax: float,
                 levels: int) -> np.ndarray:
-    """Weighted squared fake-quantization error of the bin centres ``c`` for each candidate."""
+    """Weighted squared fake-quantization error of the bin centres ``c`` for each candidate
+    (natively where the kernel is built, ~5x faster; this NumPy loop is the reference)."""
+    from . import native
+    native_err = native.mse_errors(c, w, np.minimum(cand * bin_width, max(amax, MIN_AMAX)), levels)
+    if native_err is not None:
+        return native_err
     out = np.empty(cand.size)
     # chunk the (candidates x occupied bins) matrix: ~2 MB per temporary, cache-friendly, and
     # several tensors' searches run at once on the calibration thread pool (a 4 M-element chunk

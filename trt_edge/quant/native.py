@@ -1,7 +1,8 @@
-"""The native |x| histogram kernel (``csrc/calib``), loaded with ctypes when it is built.
+"""The native calibration kernels (``csrc/calib``), loaded with ctypes when they are built.
 
-Optional by design: without it :class:`~trt_edge.quant.methods.HistogramScratch` bins in
-NumPy and produces the same counts (tested bit for bit), only slower. It is built by
+Optional by design: without them :class:`~trt_edge.quant.methods.HistogramScratch` bins in
+NumPy and produces the same counts (tested bit for bit), and the MSE search runs
+its NumPy reference (the same thresholds, tested), only slower. It is built by
 ``pip install`` where a C++ compiler is present, or by ``python -m trt_edge.quant.native``.
 ``TRT_EDGE_CALIB_LIB=/path/to/lib.so`` loads another build; ``TRT_EDGE_CALIB_NATIVE=0``
 forces the NumPy path.
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 LIB_DIR = Path(__file__).resolve().parent / "_lib"
 LIB_NAME = "libtrt_edge_calib.so"
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _lock = threading.Lock()
 # TRT_EDGE_CALIB_LIB's value (None: the default path) -> loaded library; cleared by build()
 _loaded: dict[str | None, ctypes.CDLL] = {}
@@ -57,6 +58,10 @@ def _load(path: str) -> ctypes.CDLL | None:
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                        ctypes.POINTER(ctypes.c_float)]
+        dbl = ctypes.POINTER(ctypes.c_double)
+        fn = lib.tec_mse_errors
+        fn.restype = ctypes.c_int
+        fn.argtypes = [dbl, dbl, ctypes.c_int64, dbl, ctypes.c_int64, ctypes.c_int64, dbl]
         return lib
     except (OSError, AttributeError) as exc:
         log.warning("Could not load %s (%s): using the NumPy histogram path.", path, exc)
@@ -132,6 +137,28 @@ def abs_max_channel_sums_f32(x: np.ndarray, axis: int | None = None,
     else:
         status = lib.tec_abs_max_channel_sums_f32(x.ctypes.data, lead, channels, inner, None, ctypes.byref(out))
     return float(out.value) if status == 0 else None
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _ptr(a: np.ndarray) -> "ctypes._Pointer[ctypes.c_double]":
+    return a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+
+
+def mse_errors(centres: np.ndarray, weights: np.ndarray, thresholds: np.ndarray, levels: int) -> np.ndarray | None:
+    """Weighted squared fake-quantization error of ``centres`` at each threshold (see
+    :func:`~trt_edge.quant.methods._mse_errors`, the NumPy reference). None where the kernel is
+    unavailable."""
+    lib = library()
+    if lib is None:
+        return None
+    centres, weights, thresholds = _f64(centres), _f64(weights), _f64(thresholds)
+    out = np.empty(thresholds.size, np.float64)
+    status = lib.tec_mse_errors(_ptr(centres), _ptr(weights), centres.size, _ptr(thresholds), thresholds.size,
+                                int(levels), _ptr(out))
+    return out if status == 0 else None
 
 
 def build(output: Path | None = None) -> Path:
