@@ -23,7 +23,7 @@ For MNIST CNN (dynamic batch), all-MiniLM-L6-v2 (static 1x128 tokens) and Mobile
 - ONNX Runtime CPU latency of every variant (1 thread, interleaved rounds, median).
 
     python benchmarks/bench_int8.py [--models mnist,minilm,mobilenet] [--repeats 3] [--no-modelopt]
-                                    [--json benchmarks/results/int8.json]
+                                    [--json benchmarks/results/int8.json] [--keep-worst N]
 """
 from __future__ import annotations
 
@@ -330,7 +330,7 @@ def run_modelopt(case: Case, out: Path) -> dict[str, Any] | None:
 
 
 def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters: int,
-               modelopt: bool = True) -> dict[str, Any]:
+               modelopt: bool = True, keep_worst: int = 0) -> dict[str, Any]:
     import onnx
     from trt_edge.quant import CalibrationOptions, QuantizeOptions, calibrate, convert_fp16, quantize_qdq
     from trt_edge.quant.cpu import ort_int8_scheme
@@ -390,6 +390,18 @@ def bench_case(case: Case, work: Path, repeats: int, lat_rounds: int, lat_iters:
         r = calibrate(fp32, batches, CalibrationOptions(method=method, target="onnxruntime", show_progress=False))
         for target, tag in (("tensorrt", "trt"), ("onnxruntime", "ort")):
             variants[f"int8_ours_{tag}_{method}"] = quantize_qdq(fp32, r, QuantizeOptions(target=target))
+    if keep_worst:
+        # opt-in mixed precision, as `trt-edge quantize --keep-worst N --data ...` does it: the default
+        # (auto) ranges, the TensorRT placement, the N layers with the lowest per-layer SQNR in float
+        from trt_edge.quant import CalibrationResult
+        from trt_edge.quant.sensitivity import keep_worst_float, layer_sensitivity
+        ranges = CalibrationResult.load(f"{work / case.name}.ours.ranges.json")
+        trt_opts = QuantizeOptions(target="tensorrt")
+        sens = layer_sensitivity(fp32, ranges, batches, trt_opts, show_progress=False)
+        kept = keep_worst_float(trt_opts, sens, keep_worst)
+        res["keep_worst"] = {"n": keep_worst, "layers": list(kept.exclude_nodes),
+                             "quantized_layers": len(sens.layers)}
+        variants[f"int8_ours_trt_keep{keep_worst}"] = quantize_qdq(fp32, ranges, kept)
     outs = {k: case.outputs(_runner(_session(m, threads=2, float_qdq=True))) for k, m in variants.items()}
     if isinstance(case, MobileNetCase):
         case.reference = outs["fp32"]
@@ -502,6 +514,9 @@ def main() -> int:
     p.add_argument("--lat-rounds", type=int, default=5)
     p.add_argument("--lat-iters", type=int, default=20)
     p.add_argument("--json", type=Path, default=HERE / "results" / "int8.json")
+    p.add_argument("--keep-worst", type=int, default=0,
+                   help="also evaluate the TensorRT placement with the N most sensitive layers in float "
+                        "(as `trt-edge quantize --keep-worst N`)")
     p.add_argument("--work", type=Path, default=HERE / "results" / "int8_work")
     # internal
     p.add_argument("--worker")
@@ -529,7 +544,7 @@ def main() -> int:
         t0 = time.time()
         case = cases[name](args.work)
         results.append(bench_case(case, args.work, args.repeats, args.lat_rounds, args.lat_iters,
-                                  modelopt=not args.no_modelopt))
+                                  modelopt=not args.no_modelopt, keep_worst=args.keep_worst))
         print(table(results[-1:]), flush=True)
         print(f"({name}: {time.time() - t0:.0f}s)", flush=True)
     report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -1,4 +1,5 @@
-"""The native histogram kernel (csrc/calib) gives exactly the NumPy path's counts."""
+"""The native calibration kernels (csrc/calib) give the NumPy path's counts exactly and its range
+searches' thresholds."""
 from __future__ import annotations
 
 import ctypes
@@ -171,4 +172,31 @@ def test_mse_search_is_the_numpy_reference(kernel, fresh_rng, monkeypatch):
     p = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
     q = one.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
     assert lib.tec_mse_errors(q, q, 1, q, 1, 0, p) == 1  # no levels: rejected, nothing written
+    assert out[0] == 0.0
+
+
+@pytest.mark.parametrize("levels", [128, 100])  # a power of two (int8's) takes the shift path
+def test_entropy_search_is_the_numpy_reference(kernel, fresh_rng, monkeypatch, levels):
+    """The native KL sweep matches the NumPy reference curve (its own log: within 1e-9 relative,
+    the same infinities) and picks the same threshold on every distribution."""
+    from trt_edge.quant.methods import entropy_amax, entropy_kl_curve
+    for name, x in _cases(fresh_rng):
+        if x.size < 100:
+            continue
+        h = AbsHistogram(2048)
+        h.update(x)
+        cand, kl = entropy_kl_curve(h.counts, levels)
+        amax = entropy_amax(h, levels)
+        with monkeypatch.context() as m:
+            m.setenv("TRT_EDGE_CALIB_NATIVE", "0")
+            ref_cand, ref_kl = entropy_kl_curve(h.counts, levels)
+            assert entropy_amax(h, levels) == amax, name
+        np.testing.assert_array_equal(cand, ref_cand)
+        finite = np.isfinite(ref_kl)
+        np.testing.assert_array_equal(np.isfinite(kl), finite, err_msg=name)
+        np.testing.assert_allclose(kl[finite], ref_kl[finite], rtol=1e-9, atol=1e-12, err_msg=name)
+    lib = kernel.library()
+    out = np.zeros(1)
+    p = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+    assert lib.tec_entropy_level_terms(p, p, 4, 128, 10, 1, p, p) == 1  # past the histogram: rejected
     assert out[0] == 0.0

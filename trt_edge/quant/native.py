@@ -1,8 +1,8 @@
 """The native calibration kernels (``csrc/calib``), loaded with ctypes when they are built.
 
 Optional by design: without them :class:`~trt_edge.quant.methods.HistogramScratch` bins in
-NumPy and produces the same counts (tested bit for bit), and the MSE search runs
-its NumPy reference (the same thresholds, tested), only slower. It is built by
+NumPy and produces the same counts (tested bit for bit), and the entropy and MSE searches run
+their NumPy reference (the same thresholds, tested), only slower. It is built by
 ``pip install`` where a C++ compiler is present, or by ``python -m trt_edge.quant.native``.
 ``TRT_EDGE_CALIB_LIB=/path/to/lib.so`` loads another build; ``TRT_EDGE_CALIB_NATIVE=0``
 forces the NumPy path.
@@ -59,6 +59,9 @@ def _load(path: str) -> ctypes.CDLL | None:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                        ctypes.POINTER(ctypes.c_float)]
         dbl = ctypes.POINTER(ctypes.c_double)
+        fn = lib.tec_entropy_level_terms
+        fn.restype = ctypes.c_int
+        fn.argtypes = [dbl, dbl, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, dbl, dbl]
         fn = lib.tec_mse_errors
         fn.restype = ctypes.c_int
         fn.argtypes = [dbl, dbl, ctypes.c_int64, dbl, ctypes.c_int64, ctypes.c_int64, dbl]
@@ -145,6 +148,22 @@ def _f64(a: np.ndarray) -> np.ndarray:
 
 def _ptr(a: np.ndarray) -> "ctypes._Pointer[ctypes.c_double]":
     return a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+
+
+def entropy_level_terms(csum: np.ndarray, cnz: np.ndarray, levels: int, start: int,
+                        outliers: np.ndarray) -> np.ndarray | None:
+    """For slice lengths ``start .. start + len(outliers) - 1``: ``sum_j q_j log(q_j / n_j) +
+    outliers log(q_last / n_last)`` over the ``levels`` levels (what
+    :func:`~trt_edge.quant.methods.entropy_kl_curve` computes in NumPy, its reference). None where
+    the kernel is unavailable."""
+    lib = library()
+    if lib is None:
+        return None
+    csum, cnz, outliers = _f64(csum), _f64(cnz), _f64(outliers)
+    out = np.empty(outliers.size, np.float64)
+    status = lib.tec_entropy_level_terms(_ptr(csum), _ptr(cnz), csum.size - 1, int(levels), int(start),
+                                         outliers.size, _ptr(outliers), _ptr(out))
+    return out if status == 0 else None
 
 
 def mse_errors(centres: np.ndarray, weights: np.ndarray, thresholds: np.ndarray, levels: int) -> np.ndarray | None:
