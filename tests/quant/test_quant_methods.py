@@ -86,6 +86,23 @@ def test_entropy_clips_outliers_but_not_the_body(rng):
     assert 3.0 < amax < 8.0  # clips the 0.01% far outliers, keeps >= 3 sigma
 
 
+@pytest.mark.parametrize("native_on", ["1", "0"])
+def test_entropy_exact_ties_go_to_the_largest_threshold(monkeypatch, native_on):
+    """Two spikes (|x| = 0.42 and 2.8): several thresholds reproduce P exactly (KL 0 in exact maths,
+    +-1e-15 in float, differently per summation order). Such ties go to the largest threshold, on
+    the native and the NumPy path alike (it once picked 0.42 natively: clipping a fifth of the data)."""
+    monkeypatch.setenv("TRT_EDGE_CALIB_NATIVE", native_on)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n = int(rng.integers(100_000, 300_000))
+        x = np.full(n, -0.42, np.float32)
+        x[rng.random(n) < 0.2] = 2.8
+        h = AbsHistogram(2048)
+        h.update(x)
+        for levels in (100, 128):
+            assert entropy_amax(h, levels) == pytest.approx(h.amax, rel=1e-6)
+
+
 def test_max_and_percentile_known_answers(rng):
     x = rng.uniform(-2.0, 2.0, 400_000).astype(np.float32)
     h = _hist(x, chunks=5)
