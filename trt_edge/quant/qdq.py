@@ -604,6 +604,9 @@ def build_scale_probe(model: onnx.ModelProto, options: QuantizeOptions | None = 
                 value = numpy_helper.to_array(init)
                 record.external[init.name] = value
                 _external_placeholder(init.name, value.dtype, value.shape, tensor=init)
+        # only what the model still names (ONNX Runtime refuses an array it has no placeholder for)
+        present = {i.name for i in probe.graph.initializer}
+        record.external = {k: v for k, v in record.external.items() if k in present}
     return ScaleProbe(probe, record.plan, record.scale_inputs, record.external)
 
 
