@@ -164,7 +164,11 @@ class _HistogramWorker:
         for name, arr in zip(names, outs):
             axis = self.channel_axes.get(name)
             ax = axis % arr.ndim if axis is not None and arr.ndim >= 2 and arr.size else None
-            sums = self.sums.setdefault(name, np.zeros(arr.shape[ax], np.float64)) if ax is not None else None
+            sums = None
+            if ax is not None:
+                sums = self.sums.get(name)
+                if sums is None:  # the first batch (setdefault would allocate the zeros every batch)
+                    sums = self.sums[name] = np.zeros(arr.shape[ax], np.float64)
             if sums is not None and ax is not None and sums.shape != (arr.shape[ax],):
                 sums = None  # a batch of another channel count is not averaged
             # max |x| and the channel sums in one native read (None: no kernel, or NaN/inf present);

@@ -593,7 +593,9 @@ def build_scale_probe(model: onnx.ModelProto, options: QuantizeOptions | None = 
     settings = {"channel_means": dict(channel_means)} if channel_means else {}
     probe = quantize_qdq(model, CalibrationResult(ranges={}, model_hash="", settings=settings), opt, probe=record)
     assert record.plan is not None  # set by quantize_qdq
-    if external_min_bytes is not None:  # the model's own weights (embeddings, biases, norms), too
+    # the dequantized weights were kept aside as quantize_qdq made them (no protobuf round trip);
+    # the model's own remaining weights (embeddings, biases, norms) are moved out here
+    if external_min_bytes is not None:
         for init in probe.graph.initializer:
             if init.data_location == onnx.TensorProto.EXTERNAL or init.name in record.external:
                 continue

@@ -188,8 +188,9 @@ class ScoringSession:
     """The Q/DQ probe of a model (:func:`~trt_edge.quant.qdq.build_scale_probe`) in an ONNX
     Runtime session, ready to score activation ranges. Building it (the probe and the session:
     ~0.35 s on MiniLM) needs only the model and the bias-correction means, not the
-    ranges, so :func:`~trt_edge.quant.calibrate.calibrate` builds it on a thread while it computes
-    the candidate ranges. ``threads`` evaluations run at once, each on one ONNX Runtime thread:
+    ranges, so :func:`~trt_edge.quant.calibrate.calibrate` builds it on a thread: beside the
+    collection pass when there are no means to wait for, else while it computes the candidate
+    ranges. ``threads`` evaluations run at once, each on one ONNX Runtime thread:
     on the batch-1 models calibration meets, two single-threaded runs side by side do ~1.2x the
     work of one run on two threads (measured on MiniLM and MobileNetV2)."""
 
