@@ -100,16 +100,42 @@ def test_scoring_session_takes_weights_as_arrays(rng, target, monkeypatch):
     assert sum(len(i.raw_data) for i in kept.model.graph.initializer) < \
         sum(len(i.raw_data) for i in inline.model.graph.initializer) // 4
     amax = {t: float(a) for t, a in zip(inline.scale_inputs, rng.uniform(0.5, 4.0, len(inline.scale_inputs)))}
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # the scoring session's level
-    expected = ort.InferenceSession(inline.model.SerializeToString(), so, providers=["CPUExecutionProvider"]) \
-        .run(None, {"x": x, **inline.feeds(amax)})[0]
+    so, disabled = select_mod.probe_session_options(model, opts)  # the scoring session's settings
+    expected = ort.InferenceSession(inline.model.SerializeToString(), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=disabled).run(None, {"x": x, **inline.feeds(amax)})[0]
     monkeypatch.setattr(select_mod, "_EXTERNAL_MIN_BYTES", 64)
     session = select_mod.ScoringSession(model, opts, means, threads=1)
     assert not session.probe.external  # handed to ONNX Runtime, which copied them
     got = session.run_all([(amax, {"x": x})])[0]["y"]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_tensorrt_probe_scores_the_model_tensorrt_builds(rng):
+    """The TensorRT placement's scoring session gives the outputs of quantize_qdq's model run with
+    Q/DQ in float (TensorRT's maths), also where a Conv's channels differ in scale by 100x: ONNX
+    Runtime's WeightBiasQuantization, left on, re-quantizes such weights per tensor (checked: it is
+    what the session must not do)."""
+    from trt_edge.quant.select import ScoringSession, output_sqnr_db, probe_session_options
+    model = _concat_model(rng)
+    w1 = next(i for i in model.graph.initializer if i.name == "w1")
+    w1.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w1) * np.array([1, 0.01, 0.1, 3], np.float32)
+                                        .reshape(4, 1, 1, 1), "w1"))
+    x = rng.normal(0, 1, (6, 3, 8, 8)).astype(np.float32)
+    opts = QuantizeOptions(target="tensorrt", check_model_hash=False)
+    tensors = tensors_to_calibrate(model, opts)
+    amax = {t: float(a) for t, a in zip(tensors, rng.uniform(0.5, 4.0, len(tensors)))}
+    ranges = CalibrationResult(ranges={t: TensorRange(a) for t, a in amax.items()}, model_hash="")
+    deployed = {"y": _session(quantize_qdq(model, ranges, opts), float_qdq=True).run(None, {"x": x})[0]}
+    session = ScoringSession(model, opts, None, threads=1)
+    got = session.run_all([(amax, {"x": x})])[0]
+    assert output_sqnr_db([got], [deployed]) > 80.0
+    so, disabled = probe_session_options(model, opts)
+    assert disabled == ["WeightBiasQuantization"]
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    requantized = ort.InferenceSession(session.probe.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    # (the concat model's weights are under the size that leaves the probe as arrays: it is self-contained)
+    with_it = {"y": requantized.run(None, {"x": x, **session.probe.feeds(amax)})[0]}
+    assert output_sqnr_db([with_it], [deployed]) < output_sqnr_db([got], [deployed]) - 20.0
 
 
 def test_output_sqnr_db_known_values():
