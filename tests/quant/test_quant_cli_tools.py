@@ -116,3 +116,40 @@ def test_torch_and_text_readers(minilm_bundle):
     assert len(feeds) == 2 and set(feeds[0]) == {"input_ids", "attention_mask"}
     assert feeds[0]["input_ids"].dtype == np.int64 and feeds[0]["input_ids"].shape[1] <= 16
     assert feeds[1]["attention_mask"].shape[0] == 1
+
+
+def test_sensitivity_trials_do_not_warn_about_a_fused_residual_input(caplog):
+    """With `--target tensorrt` ranges, a residual Add's Conv input has no range (TensorRT fuses it,
+    so it gets no Q/DQ). Alone in INT8, the Add loses that fusion and the input stays float: the
+    trials say nothing per layer, while a real gap in the full placement is still reported."""
+    import logging
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from trt_edge.quant.sensitivity import layer_sensitivity
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
+             for n, s in (("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Add", ["c2", "r"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = {"x": rng.normal(0, 1, (16, 3, 6, 6)).astype(np.float32)}
+    ranges = calibrate(model, data, CalibrationOptions(method="max", target="tensorrt", batch_size=8,
+                                                       show_progress=False))
+    assert "c2" not in ranges  # the fused Conv input of the Add
+    with caplog.at_level(logging.WARNING):
+        rep = layer_sensitivity(model, ranges, NumpyReader(data, batch_size=8), QuantizeOptions(target="tensorrt"),
+                                show_progress=False)
+    assert {l.node for l in rep.layers} == {"conv1", "conv2", "add"}
+    assert not [r for r in caplog.records if "no calibrated range" in r.getMessage()]
+    # a gap in the full placement still warns
+    del ranges.ranges["r"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        layer_sensitivity(model, ranges, NumpyReader(data, batch_size=8), QuantizeOptions(target="tensorrt"),
+                          show_progress=False)
+    assert [r for r in caplog.records if "no calibrated range" in r.getMessage()]
