@@ -343,3 +343,27 @@ def test_probe_is_built_beside_the_pass_only_when_it_needs_no_means(rng, monkeyp
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     calibrate(model, {"x": rng.normal(0, 1, (32, 3, 8, 8)).astype(np.float32)}, CalibrationOptions(show_progress=False))
     assert events == [("collect start", None), ("probe", ["x"])]  # after the pass, with its means
+
+
+def test_probe_session_level_follows_the_placement_and_the_model(rng):
+    """Exact + NCHWc (level 3) for the TensorRT placement of a mostly-convolutional model; level 1
+    for a model that is mostly MatMuls (even with a Conv stem, like a ViT's patch embedding) and for
+    the ONNX Runtime placement, which keeps ONNX Runtime's weight re-quantization (measured better)."""
+    from trt_edge.quant.select import probe_session_options
+    cnn = _concat_model(rng)  # 3 Convs, 1 MatMul
+    so, disabled = probe_session_options(cnn, QuantizeOptions(target="tensorrt"))
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert disabled == ["WeightBiasQuantization"]
+    so, disabled = probe_session_options(cnn, QuantizeOptions(target="onnxruntime"))
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC and disabled == []
+    mostly_matmul = onnx.ModelProto()
+    mostly_matmul.CopyFrom(cnn)
+    fc = next(n for n in mostly_matmul.graph.node if n.op_type == "MatMul")
+    for i in range(3):
+        extra = onnx.NodeProto()
+        extra.CopyFrom(fc)
+        extra.name = f"fc_{i}"
+        mostly_matmul.graph.node.append(extra)  # only counted, never run
+    so, disabled = probe_session_options(mostly_matmul, QuantizeOptions(target="tensorrt"))
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert disabled == ["WeightBiasQuantization"]

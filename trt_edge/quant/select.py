@@ -198,9 +198,12 @@ def probe_session_options(model: onnx.ModelProto, placement: QuantizeOptions | N
         # size of the quantization noise itself; 134 dB without it). With the weights left float,
         # level 3 lays the Convs out in NCHWc blocks: MobileNetV2's probe runs 27 -> 15 ms, MNIST's
         # 4.5 -> 3.5 ms (60 and 311 dB from the deployed model). A transformer gains nothing there
-        # and its level-2 fusions move the probe 8 dB further from the deployed model (MiniLM).
+        # and its level-2 fusions move the probe 8 dB further from the deployed model (MiniLM: 33 ->
+        # 25 dB, 42 -> 45 ms a run), so level 3 is for models that are mostly convolutions (a ViT's
+        # one patch-embedding Conv does not make it one).
         disabled = ["WeightBiasQuantization"]
-        if any(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node):
+        ops = [n.op_type for n in model.graph.node]
+        if sum(o in ("Conv", "ConvTranspose") for o in ops) >= max(1, sum(o in ("MatMul", "Gemm") for o in ops)):
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # The ONNX Runtime placement keeps that transformer, measured (docs/benchmarks/quant.md, "the
     # probe is not the deployed model"): its Conv/Gemm weights are re-quantized per tensor and the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import math
 from typing import Iterable
 
@@ -66,14 +67,17 @@ def _sqnr(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 
 class _DropMissingRangeWarnings(logging.Filter):
-    """Counts and drops quantize_qdq's "no calibrated range" warnings (see layer_sensitivity)."""
+    """Counts and drops quantize_qdq's "no calibrated range" warnings (see layer_sensitivity),
+    only those of the thread that installed it (a logger's filters are seen by every thread)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.dropped = 0
+        self.thread = threading.get_ident()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and "have no calibrated range" in str(record.msg):
+        if record.thread == self.thread and record.levelno == logging.WARNING \
+                and "have no calibrated range" in str(record.msg):
             self.dropped += 1
             return False
         return True
