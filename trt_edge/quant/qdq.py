@@ -614,7 +614,7 @@ def build_scale_probe(model: onnx.ModelProto, options: QuantizeOptions | None = 
 
 def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
                  options: QuantizeOptions | None = None,
-                 report: list[QdqReport] | None = None, *,
+                 report: list[QdqReport] | None = None, *, warn_missing: bool = True,
                  probe: _ProbeRecord | None = None) -> onnx.ModelProto:
     """Return a copy of ``model`` with explicit int8 Q/DQ nodes.
 
@@ -623,7 +623,7 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     DequantizeLinear for weights, and zero points are 0. Raises
     :class:`~trt_edge.errors.ArtifactError` if ``ranges`` were calibrated on
     another model (``check_model_hash``). Activations without a range are left
-    float (logged, and listed in ``report``). ``probe``: internal, see
+    float (logged unless ``warn_missing`` is False, and listed in ``report``). ``probe``: internal, see
     :func:`build_scale_probe` (every planned activation gets a Q/DQ pair whose scale is a
     graph input; ``ranges`` is not read; the plan and the scale inputs are recorded there).
     """
@@ -661,7 +661,7 @@ def quantize_qdq(model: onnx.ModelProto | str, ranges: CalibrationResult,
     else:
         amax, skipped = _activation_amax(plan, {t: ranges.amax(t) for t in plan.activation_tensors()
                                                 if t in ranges})
-    if skipped:
+    if skipped and warn_missing:
         log.warning("%d tensors have no calibrated range and stay float: %s", len(skipped),
                     ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import math
 from typing import Iterable
 
@@ -66,23 +65,6 @@ def _sqnr(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return (c.sqnr_db if math.isfinite(c.sqnr_db) else 200.0), c.cosine
 
 
-class _DropMissingRangeWarnings(logging.Filter):
-    """Counts and drops quantize_qdq's "no calibrated range" warnings (see layer_sensitivity),
-    only those of the thread that installed it (a logger's filters are seen by every thread)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropped = 0
-        self.thread = threading.get_ident()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.thread == self.thread and record.levelno == logging.WARNING \
-                and "have no calibrated range" in str(record.msg):
-            self.dropped += 1
-            return False
-        return True
-
-
 def layer_sensitivity(model: onnx.ModelProto, ranges: CalibrationResult,
                       data: Iterable[dict[str, np.ndarray]], options: QuantizeOptions | None = None,
                       max_batches: int = 4, show_progress: bool = True) -> SensitivityReport:
@@ -111,23 +93,15 @@ def layer_sensitivity(model: onnx.ModelProto, ranges: CalibrationResult,
     layers = []
     # A layer alone in INT8 can need a range the full placement does not: a residual Add whose
     # Conv input TensorRT fuses (no Q/DQ, so `--target tensorrt` calibrates none) loses that fusion
-    # once the Conv is excluded. That input stays float in the trial, as quantize_qdq says; the
-    # trials do not repeat it per layer (the full model below still warns about real gaps).
-    qdq_log = logging.getLogger("trt_edge.quant.qdq")
-    quiet = _DropMissingRangeWarnings()
-    qdq_log.addFilter(quiet)
-    try:
-        for name in progress(plan.quantized_nodes, description="sensitivity", enabled=show_progress):
-            others = tuple(n for n in plan.quantized_nodes if n != name)
-            one = dataclasses.replace(opt, exclude_nodes=tuple(opt.exclude_nodes) + others, check=False,
-                                      check_model_hash=False)
-            q = quantize_qdq(base, ranges, one)
-            sqnr, cos = _sqnr(_run(q, feeds), reference)
-            layers.append(LayerSensitivity(name, kinds.get(name, "?"), sqnr, cos))
-    finally:
-        qdq_log.removeFilter(quiet)
-    if quiet.dropped:
-        log.debug("sensitivity: %d single-layer trials left an uncalibrated input float", quiet.dropped)
+    # once the Conv is excluded. That input stays float in the trial; the trials do not warn about
+    # it per layer (the full model below still warns about real gaps).
+    for name in progress(plan.quantized_nodes, description="sensitivity", enabled=show_progress):
+        others = tuple(n for n in plan.quantized_nodes if n != name)
+        one = dataclasses.replace(opt, exclude_nodes=tuple(opt.exclude_nodes) + others, check=False,
+                                  check_model_hash=False)
+        q = quantize_qdq(base, ranges, one, warn_missing=False)
+        sqnr, cos = _sqnr(_run(q, feeds), reference)
+        layers.append(LayerSensitivity(name, kinds.get(name, "?"), sqnr, cos))
     full = quantize_qdq(base, ranges, dataclasses.replace(opt, check=False, check_model_hash=False))
     all_sqnr, _ = _sqnr(_run(full, feeds), reference)
     return SensitivityReport(layers, all_sqnr)
