@@ -133,13 +133,8 @@ def worker(args: argparse.Namespace) -> None:
             cal.compute_data()
         out["calib_s"] = time.perf_counter() - t0
     elif args.worker in ("ort_full", "ort_full_asym"):
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        symmetric = args.worker == "ort_full"  # int8, zero point 0: what TensorRT can deploy
-        extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
-        quantize_static(args.onnx, args.out + ".onnx", _Reader(batches), quant_format=QuantFormat.QDQ,
-                        per_channel=True, calibrate_method=CalibrationMethod.Entropy,
-                        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, op_types_to_quantize=_ort_ops(args), extra_options=extra)
+        ort_quantize_static(args.onnx, args.out + ".onnx", batches, symmetric=args.worker == "ort_full",
+                            op_types=_ort_ops(args))
         out["total_s"] = time.perf_counter() - t0
     out["wall_s"] = time.perf_counter() - t0
     print("RESULT " + json.dumps(out), flush=True)
@@ -147,6 +142,31 @@ def worker(args: argparse.Namespace) -> None:
 
 def _ort_ops(args: argparse.Namespace) -> list[str] | None:
     return [o for o in args.ort_op_types.split(",") if o] or None
+
+
+def ort_quantize_static(model: str | Path, out: str | Path, batches: list[dict[str, np.ndarray]], symmetric: bool,
+                        op_types: list[str] | None = None) -> None:
+    """ONNX Runtime's ``quantize_static`` as our peer: QDQ, per-channel weights, Entropy calibration;
+    ``symmetric``: int8 activations with zero point 0 (what TensorRT can deploy), else its default
+    uint8 activations."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    quantize_static(str(model), str(out), _Reader(batches), quant_format=QuantFormat.QDQ,
+                    per_channel=True, calibrate_method=CalibrationMethod.Entropy,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=op_types, extra_options=extra)
+
+
+def held_out_crops(work: Path, per_photo: int) -> tuple[np.ndarray, list[str]]:
+    """``per_photo`` more crops of each held-out photo than the standard 8 (another seed), cached in
+    ``work``; the calibration crops are not touched."""
+    from trt_edge.data.images import HELD_OUT_PHOTOS, photo_crops
+    path = work / f"mobilenet_held_out_{per_photo}.npz"
+    if not path.exists():
+        held, src = photo_crops(HELD_OUT_PHOTOS, per_photo, seed=2)
+        np.savez(path, held=held, held_src=np.array(src))
+    data = np.load(path)
+    return data["held"], data["held_src"].tolist()
 
 
 class _Reader:
@@ -266,12 +286,8 @@ class MobileNetCase(Case):
         if held_out_per_photo != 8:
             # more crops of the same held-out photos (another seed): one crop is ~1 point of agreement
             # on the standard 104, 0.24 on 416; the calibration crops stay the same
-            more = work / f"mobilenet_held_out_{held_out_per_photo}.npz"
-            if not more.exists():
-                held, held_src = photo_crops(HELD_OUT_PHOTOS, held_out_per_photo, seed=2)
-                np.savez(more, held=held, held_src=np.array(held_src))
-            data_more = np.load(more)
-            self.held, self.held_sources = data_more["held"], sorted(set(data_more["held_src"].tolist()))
+            self.held, sources = held_out_crops(work, held_out_per_photo)
+            self.held_sources = sorted(set(sources))
         self.onnx = work / "mobilenet_v2_static.onnx"
         if not self.onnx.exists():  # static 1x3x224x224
             export_onnx(mobilenet_v2_imagenet(), torch.from_numpy(self.held[:1]), self.onnx,

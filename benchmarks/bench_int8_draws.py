@@ -39,28 +39,9 @@ sys.path.insert(0, str(HERE.parent))
 import bench_int8 as b  # noqa: E402  (the cases, sessions and peers of the main INT8 benchmark)
 
 
-def _held_out(case: b.MobileNetCase, work: Path, extra_per_photo: int) -> np.ndarray:
-    from trt_edge.data.images import HELD_OUT_PHOTOS, photo_crops
-    if extra_per_photo <= 0:
-        return case.held
-    more = work / f"mobilenet_held_out_{extra_per_photo}.npz"  # the same file as bench_int8 --held-out-per-photo
-    if not more.exists():
-        held, src = photo_crops(HELD_OUT_PHOTOS, extra_per_photo, seed=2)
-        np.savez(more, held=held, held_src=np.array(src))
-    return np.concatenate([case.held, np.load(more)["held"]])
-
-
-def _outputs(model: Any, held: np.ndarray, batch: int) -> np.ndarray:
-    sess = b._session(model, threads=2, float_qdq=True)
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: held[i:i + batch]})[0] for i in range(0, len(held), batch)])
-
-
-def _ort_symmetric(model_path: Path, calib: Path, out: Path, batch: int) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    quantize_static(str(model_path), str(out), b._Reader(b._batches(str(calib), batch)), quant_format=QuantFormat.QDQ,
-                    per_channel=True, calibrate_method=CalibrationMethod.Entropy, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+def _outputs(case: Any, model: Any) -> np.ndarray:
+    """The case's held-out outputs of ``model``, Q/DQ in float (as bench_int8 scores them)."""
+    return case.outputs(b._runner(b._session(model, threads=2, float_qdq=True)))
 
 
 def main() -> int:
@@ -87,14 +68,16 @@ def main() -> int:
     args.json = args.json or HERE / "results" / ("int8_draws.json" if args.model == "mobilenet" else "int8_draws_mnist.json")
     if args.model == "mobilenet":
         case: Any = b.MobileNetCase(args.work)
-        held = _held_out(case, args.work, args.extra_per_photo)
+        if args.extra_per_photo:  # the standard 104 crops and the extra ones, scored together
+            case.held = np.concatenate([case.held, b.held_out_crops(args.work, args.extra_per_photo)[0]])
+        held = case.held
         batch, metric_name = 1, "agreement with FP32"
     else:
         case = b.MnistCase(args.work)
         held = case.split.x_test
         batch, metric_name = 64, "accuracy"
     fp32 = onnx.load(case.onnx)
-    reference = _outputs(fp32, held, 250 if args.model == "mnist" else 1)
+    reference = _outputs(case, fp32)
     # MobileNetV2 has no labels for the photo crops: agreement with FP32's top-1; MNIST: the labels
     truth = reference.argmax(1) if args.model == "mobilenet" else case.split.y_test
     modelopt = b.MODELOPT_PY.exists() and not args.no_modelopt
@@ -117,7 +100,7 @@ def main() -> int:
             ranges = calibrate(fp32, batches, CalibrationOptions(target=target, show_progress=False))
             models[tool] = quantize_qdq(fp32, ranges, QuantizeOptions(target=target))
         ort_path = args.work / f"{case.name}.ort_draw{seed}.onnx"
-        _ort_symmetric(case.onnx, calib, ort_path, batch)
+        b.ort_quantize_static(case.onnx, ort_path, batches, symmetric=True, op_types=case.ort_op_types or None)
         models["ort_symmetric"] = onnx.load(ort_path)
         if modelopt:
             mo_path = args.work / f"{case.name}.modelopt_draw{seed}.onnx"
@@ -132,7 +115,7 @@ def main() -> int:
             models["modelopt"] = onnx.load(mo_path)
         row: dict[str, Any] = {"seed": seed}
         for tool in tools:
-            out = _outputs(models[tool], held, 250 if args.model == "mnist" else 1)
+            out = _outputs(case, models[tool])
             row[tool] = {"metric": float(np.mean(out.argmax(1) == truth)), "sqnr_db": b.sqnr_db(out, reference)}
         draws.append(row)
         print(f"draw {seed}: " + ", ".join(f"{t} {row[t]['metric']:.3f} / {row[t]['sqnr_db']:.2f} dB" for t in tools),
